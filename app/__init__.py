@@ -1,0 +1,1 @@
+"""SemBridge Studio desktop app (Qt). Holds no training math: it drives sembridge_engine."""

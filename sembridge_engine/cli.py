@@ -1,0 +1,46 @@
+"""`sembridge` command line: a thin client of the engine.
+
+Each sub-command lives in ``sembridge_engine/commands/<name>.py`` and exposes
+``add_arguments(parser)`` and ``run(args) -> int``; heavy imports happen inside ``run`` so
+``sembridge --help`` stays instant.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "inspect": "Summarise an MS archive or RGB imagery folder and list its problems.",
+    "train": "Train teacher, matcher and student from a run configuration.",
+    "resume": "Continue a cancelled or interrupted run from its last checkpoint.",
+    "export": "Export a run's student as a model bundle (.sembridge).",
+    "classify": "Classify image tiles with a model bundle.",
+    "label": "Label a GeoTIFF scene with a model bundle and write GIS outputs.",
+}
+
+
+def _command_module(name: str):
+    return importlib.import_module(f"sembridge_engine.commands.{name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sembridge", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        _command_module(name).add_arguments(command_parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(_command_module(args.command).run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

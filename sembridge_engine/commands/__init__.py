@@ -1,0 +1,1 @@
+"""Sub-commands of the `sembridge` CLI, one module each (see cli.py)."""
