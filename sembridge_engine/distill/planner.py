@@ -1,0 +1,153 @@
+"""SKA "Planner" (eqs. 14-20) and CORAL (Appendix A2), as read in docs/method.md.
+
+Shapes, with z_T (B, C_T, H_T, W_T) from the frozen teacher and z_S (B, C_S, H_S, W_S):
+
+1. Patches P_T (B, N_T, C_T), P_S (B, N_S, C_S) are brought to a common width w. By default
+   w = C_T: the teacher keeps its own space and the student gets a learned Linear(C_S, w)
+   (identity when C_S == w, which makes the homogeneous case the paper's exact form). If a
+   smaller `width` is asked for, the teacher is reduced by a FIXED random orthogonal map (a
+   buffer): a learned map on the teacher side could shrink both sides towards zero and make
+   CORAL vanish without aligning anything.
+2. Each side has its own multi-head attention (H heads, per-head size d = w // H):
+   pi = softmax(Q K^T / sqrt(d)), (B, H, N, N); mean over queries gives one weight per patch.
+3. Cross-modal plans: outer product w_T x w_S (B, H, N_T, N_S), mean over the other modality's
+   axis, divided by its own mean over patches (eps_T, eps_S), then averaged over heads (eq. 19).
+4. D = patches * weights, rescaled per sample so that ||mean_patch(D)|| equals the unweighted
+   ||mean_patch(P)|| (same energy).
+5. N_T and N_S usually differ (different tile sizes and strides), so D_T and D_S are average-
+   pooled on their spatial layout to the common grid (min(H_T, H_S), min(W_T, W_S)) and
+   flattened per sample: rows = batch, d = w * grid cells. For equal grids this is exactly
+   flatten(D). L_ot1 = CORAL(flatten(D_T), flatten(D_S)).
+6. L_ot2 = CORAL of the pooled features in the common width, i.e. the patch means of the
+   projected maps (for w = C_T the teacher side is exactly its pooled embedding).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..models.backbones import Backbone, Features
+
+
+def coral(source: Tensor, target: Tensor) -> Tensor:
+    """CORAL = ||C_s - C_t||_F^2 / (4 d^2) with C the unbiased covariance of each side's rows.
+
+    Row counts may differ, widths may not. For wide inputs (d larger than the rows) the same
+    value is computed from B x B Gram matrices, ||X_s^T X_s - X_t^T X_t||^2 =
+    ||X_s X_s^T||^2 + ||X_t X_t^T||^2 - 2 ||X_s X_t^T||^2, costing O(B^2 d) instead of O(B d^2).
+    """
+    if source.dim() != 2 or target.dim() != 2 or source.shape[1] != target.shape[1]:
+        raise ValueError(f"coral needs (n, d) and (m, d) tensors, got {tuple(source.shape)} and {tuple(target.shape)}")
+    rows_s, rows_t, d = source.shape[0], target.shape[0], source.shape[1]
+    if rows_s < 2 or rows_t < 2:
+        return (source.sum() + target.sum()) * 0.0
+    dtype = torch.promote_types(torch.promote_types(source.dtype, target.dtype), torch.float32)
+    with torch.autocast(source.device.type, enabled=False):  # covariances overflow / lose digits in fp16, bf16
+        return _coral_full_precision(source.to(dtype), target.to(dtype), rows_s, rows_t, d)
+
+
+def _coral_full_precision(source: Tensor, target: Tensor, rows_s: int, rows_t: int, d: int) -> Tensor:
+    centred_s = source - source.mean(0, keepdim=True)
+    centred_t = target - target.mean(0, keepdim=True)
+    if d <= rows_s + rows_t:
+        difference = centred_s.T @ centred_s / (rows_s - 1) - centred_t.T @ centred_t / (rows_t - 1)
+        squared_norm = difference.pow(2).sum()
+    else:  # float64 (where supported): the three terms nearly cancel when the covariances agree
+        exact = torch.float32 if source.device.type == "mps" else torch.float64
+        centred_s, centred_t = centred_s.to(exact), centred_t.to(exact)
+        squared_norm = ((centred_s @ centred_s.T).pow(2).sum() / (rows_s - 1) ** 2
+                        + (centred_t @ centred_t.T).pow(2).sum() / (rows_t - 1) ** 2
+                        - 2 * (centred_s @ centred_t.T).pow(2).sum() / ((rows_s - 1) * (rows_t - 1))
+                        ).clamp_min(0).to(source.dtype)
+    return squared_norm / (4 * d * d)
+
+
+class PatchAttention(nn.Module):
+    """Per-modality intra-modal transport plans pi = softmax(Q K^T / sqrt(d)) (eqs. 15-17)."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = max(width // heads, 1)
+        self.query = nn.Linear(width, heads * self.head_dim)
+        self.key = nn.Linear(width, heads * self.head_dim)
+
+    def forward(self, patches: Tensor) -> Tensor:
+        """(B, N, w) -> patch weights (B, H, N): each plan averaged over its queries."""
+        batch, count, _ = patches.shape
+        queries = self.query(patches).view(batch, count, self.heads, self.head_dim).transpose(1, 2)
+        keys = self.key(patches).view(batch, count, self.heads, self.head_dim).transpose(1, 2)
+        plan = torch.softmax(queries @ keys.transpose(-1, -2) / math.sqrt(self.head_dim), dim=-1)
+        return plan.mean(dim=2)
+
+
+def _cross_modal_weights(own: Tensor, other: Tensor) -> Tensor:
+    """(B, H, N_own), (B, H, N_other) -> (B, N_own): eq. 18 with eps = the mean, then eq. 19's head mean.
+
+    The outer-product mean equals own * mean(other); it is written out as in the paper.
+    """
+    cross = (own.unsqueeze(-1) * other.unsqueeze(-2)).mean(-1)
+    cross = cross / cross.mean(-1, keepdim=True).clamp_min(1e-12)
+    return cross.mean(1)
+
+
+def _reweight(patches: Tensor, weights: Tensor) -> Tensor:
+    """Scale patches by their weights, keeping the squared norm of the patch mean (the energy)."""
+    weighted = patches * weights.unsqueeze(-1)
+    scale = patches.mean(1).norm(dim=1) / weighted.mean(1).norm(dim=1).clamp_min(1e-12)
+    return weighted * scale[:, None, None]
+
+
+def _pool_to_grid(patches: Tensor, height: int, width: int, grid: tuple[int, int]) -> Tensor:
+    """(B, N, w) patches laid out on height x width -> (B, w * grid cells), flattened per sample."""
+    maps = patches.transpose(1, 2).reshape(patches.shape[0], patches.shape[2], height, width)
+    if (height, width) != grid:
+        maps = F.adaptive_avg_pool2d(maps, grid)
+    return maps.flatten(1)
+
+
+class Planner(nn.Module):
+    """Learned SKA module; its parameters are optimised together with the student."""
+
+    def __init__(self, teacher: Backbone, student: Backbone, heads: int = 8, width: int | None = None):
+        super().__init__()
+        if heads < 1:
+            raise ValueError(f"heads must be >= 1, got {heads}")
+        teacher_channels, student_channels = teacher.feature_channels, student.feature_channels
+        self.width = width if width is not None else teacher_channels
+        if self.width < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
+        self.heads = heads
+        if self.width == teacher_channels:
+            self.register_buffer("teacher_projection", None)
+        else:
+            self.register_buffer("teacher_projection", nn.init.orthogonal_(torch.empty(self.width, teacher_channels)))
+        self.student_projection = (nn.Identity() if student_channels == self.width
+                                   else nn.Linear(student_channels, self.width))
+        self.teacher_attention = PatchAttention(self.width, heads)
+        self.student_attention = PatchAttention(self.width, heads)
+
+    def _teacher_patches(self, feature_map: Tensor) -> Tensor:
+        patches = feature_map.flatten(2).transpose(1, 2)
+        return patches if self.teacher_projection is None else patches @ self.teacher_projection.T
+
+    def forward(self, teacher: Features, student: Features) -> tuple[Tensor, Tensor]:
+        """(L_ot1, L_ot2) for one batch of matched pairs."""
+        z_t, z_s = teacher.feature_map.detach(), student.feature_map
+        if z_t.shape[0] != z_s.shape[0]:
+            raise ValueError(f"teacher batch {z_t.shape[0]} and student batch {z_s.shape[0]} differ")
+        patches_t = self._teacher_patches(z_t)
+        patches_s = self.student_projection(z_s.flatten(2).transpose(1, 2))
+        weights_t = self.teacher_attention(patches_t)
+        weights_s = self.student_attention(patches_s)
+        refined_t = _reweight(patches_t, _cross_modal_weights(weights_t, weights_s))
+        refined_s = _reweight(patches_s, _cross_modal_weights(weights_s, weights_t))
+        grid = (min(z_t.shape[2], z_s.shape[2]), min(z_t.shape[3], z_s.shape[3]))
+        loss_refined = coral(_pool_to_grid(refined_s, z_s.shape[2], z_s.shape[3], grid),
+                             _pool_to_grid(refined_t, z_t.shape[2], z_t.shape[3], grid))
+        loss_pooled = coral(patches_s.mean(1), patches_t.mean(1))
+        return loss_refined, loss_pooled
