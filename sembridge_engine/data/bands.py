@@ -60,9 +60,10 @@ TIANGONG2_14 = BandPreset(
 """Tiangong-2 wide-band imaging spectrometer, 14 VNIR bands (NaSC-TG2 archives).
 
 The names are POSITIONAL (B01 = first band in the file ... B14 = last): the files carry no band
-names. The bands run from blue (~400 nm) to near infrared (~1000 nm) in file order; R, G, B are
-taken as B07 (~665 nm), B05 (~565 nm) and B03 (~490 nm), i.e. indices 6, 4, 2. If your product
-orders its bands differently, use the "custom" preset with your own band names and R,G,B.
+names. The preset assumes the bands are stored in ascending wavelength from blue (~400 nm) to
+near infrared (~1000 nm) and takes R, G, B = B07, B05, B03 (indices 6, 4, 2), the channels
+nearest 665, 565 and 490 nm under that assumption. The exact channel centres were not checked
+against the instrument documentation: if your product differs, use the "custom" preset.
 """
 
 RGB = BandPreset("rgb", ("R", "G", "B"), ("R", "G", "B"))
