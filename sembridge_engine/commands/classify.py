@@ -1,0 +1,65 @@
+"""`sembridge classify --model BUNDLE PATH...`: top-k classes for image files and folders."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="BUNDLE", help="model bundle (.sembridge)")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="PNG/JPEG/TIFF/GeoTIFF files or folders (searched recursively)")
+    parser.add_argument("--top-k", type=int, default=3, metavar="K", help="classes listed per file (default 3)")
+    parser.add_argument("--batch", type=int, default=32, metavar="N", help="files per model batch (default 32)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
+    output.add_argument("--csv", metavar="FILE", help="write path,rank,class,probability,error rows to FILE")
+
+
+def _write_csv(path: str, results) -> None:
+    import csv
+    import os
+    from pathlib import Path
+
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.partial")
+    with temporary.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "rank", "class", "probability", "error"])
+        for result in results:
+            if result.top is None:
+                writer.writerow([result.path, "", "", "", result.error])
+            for rank, (name, probability) in enumerate(result.top or [], start=1):
+                writer.writerow([result.path, rank, name, f"{probability:.6f}", ""])
+    os.replace(temporary, target)
+
+
+def run(args) -> int:
+    import json
+
+    from sembridge_engine.export import BundleError, load_bundle
+    from sembridge_engine.labelling.classify import classify_files
+
+    try:
+        bundle = load_bundle(args.model)
+        results = classify_files(bundle, args.paths, top_k=args.top_k, batch_size=args.batch, device=args.device)
+    except (BundleError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if not results:
+        print("error: no image files found in the given paths", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([result.to_dict() for result in results], indent=2))
+    elif args.csv:
+        _write_csv(args.csv, results)
+        print(f"wrote {args.csv} ({len(results)} files)")
+    else:
+        for result in results:
+            if result.top is None:
+                continue
+            print(f"{result.path}: " + ", ".join(f"{name} {probability:.3f}" for name, probability in result.top))
+    failed = [result for result in results if result.error]
+    for result in failed:
+        print(f"skipped {result.path}: {result.error}", file=sys.stderr)
+    return 1 if len(failed) == len(results) else 0

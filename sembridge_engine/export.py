@@ -1,0 +1,319 @@
+"""Model bundles: one ``.sembridge`` zip a user can copy, share and load without running any code.
+
+A bundle holds ``weights.safetensors`` (tensors only), ``metadata.json`` (architecture, classes and
+colours, bands, normalisation, tile size, training summary, versions) and, unless skipped,
+``model.onnx`` for use outside SemBridge, checked against PyTorch with onnxruntime at export time.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from sembridge_engine import __version__ as ENGINE_VERSION
+from sembridge_engine.labelling.colours import default_colours, hex_to_rgb
+
+if TYPE_CHECKING:
+    from sembridge_engine.data.transforms import ChannelStats
+
+FORMAT_VERSION = 1
+BUNDLE_SUFFIX = ".sembridge"
+WEIGHTS_NAME = "weights.safetensors"
+METADATA_NAME = "metadata.json"
+ONNX_NAME = "model.onnx"
+ONNX_OPSET = 17
+ONNX_TOLERANCE = 1e-3
+ONNX_CHECK_BATCHES = (1, 4)
+
+# key -> type(s) every bundle's metadata.json must have
+REQUIRED_METADATA: dict[str, type | tuple[type, ...]] = {
+    "format_version": int,
+    "architecture": str,
+    "in_channels": int,
+    "num_classes": int,
+    "class_names": list,
+    "class_colours": list,
+    "band_names": list,
+    "tile_size": int,
+    "channel_stats": dict,
+    "training": dict,
+    "engine_version": str,
+    "config_hash": str,
+    "created": str,
+}
+REQUIRED_STUDENT_JSON = (
+    "arch", "in_channels", "num_classes", "class_names", "tile_size", "band_names", "channel_stats",
+)
+
+
+class BundleError(ValueError):
+    """A bundle or run folder that cannot be exported or loaded; the message names the file and key."""
+
+
+@dataclass
+class ModelBundle:
+    """A loaded bundle: the student in eval mode on the CPU plus everything needed to preprocess."""
+
+    path: Path
+    model: torch.nn.Module
+    metadata: dict[str, Any]
+    class_names: list[str]
+    colours: list[str]
+    tile_size: int
+    channel_stats: "ChannelStats"
+    band_names: list[str]
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.metadata["in_channels"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _read_student_json(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "student.json"
+    if not path.is_file():
+        raise BundleError(f"{path}: not found; the run has no trained student yet (train the student stage first)")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise BundleError(f"{path}: not readable JSON ({error})") from None
+    missing = [key for key in REQUIRED_STUDENT_JSON if key not in info]
+    if missing:
+        raise BundleError(f"{path}: missing key(s) {', '.join(repr(key) for key in missing)}")
+    return info
+
+
+def _build_model(arch: str, in_channels: int, num_classes: int, source: str) -> torch.nn.Module:
+    from sembridge_engine.models.backbones import available_backbones, build_backbone
+
+    if arch not in available_backbones():
+        raise BundleError(f"{source}: 'architecture' {arch!r} is not one of {', '.join(available_backbones())}")
+    return build_backbone(arch, in_channels, num_classes)
+
+
+def _check_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], num_classes: int, source: str, arch: str) -> None:
+    """Same names and shapes as the architecture expects, with a specific message for a class-count mismatch."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing:
+        raise BundleError(f"{source}: tensor {missing[0]!r} is missing ({len(missing)} missing in all) for architecture {arch!r}")
+    if unexpected:
+        raise BundleError(f"{source}: unexpected tensor {unexpected[0]!r} ({len(unexpected)} in all) for architecture {arch!r}")
+    for name, reference in expected.items():
+        got = tuple(tensors[name].shape)
+        want = tuple(reference.shape)
+        if got == want:
+            continue
+        if got and want and want[0] == num_classes and got[1:] == want[1:]:
+            raise BundleError(
+                f"{source}: classifier tensor {name!r} has {got[0]} outputs but the metadata lists {num_classes} classes"
+            )
+        raise BundleError(f"{source}: tensor {name!r} has shape {list(got)}, architecture {arch!r} expects {list(want)}")
+
+
+def _load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], num_classes: int, source: str, arch: str) -> None:
+    _check_tensors(model, tensors, num_classes, source, arch)
+    model.load_state_dict(tensors, strict=True)
+    model.eval()
+
+
+def _export_onnx(model: torch.nn.Module, in_channels: int, tile_size: int) -> bytes:
+    """A static ONNX graph with a dynamic batch axis (legacy exporter; the dynamo exporter if that is gone)."""
+    example = torch.zeros(1, in_channels, tile_size, tile_size)
+    buffer = io.BytesIO()
+    options = dict(input_names=["input"], output_names=["logits"],
+                   dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=ONNX_OPSET)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            torch.onnx.export(model, (example,), buffer, dynamo=False, **options)
+        except (TypeError, RuntimeError, NotImplementedError):
+            buffer = io.BytesIO()
+            torch.onnx.export(model, (example,), buffer, dynamo=True, input_names=["input"], output_names=["logits"],
+                              dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=ONNX_OPSET)
+    return buffer.getvalue()
+
+
+def onnx_max_logit_difference(onnx_bytes: bytes, model: torch.nn.Module, in_channels: int, tile_size: int) -> float:
+    """Largest |logit(onnxruntime) - logit(PyTorch)| over a few seeded inputs of the model's real input shape."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for batch in ONNX_CHECK_BATCHES:
+        inputs = torch.randn(batch, in_channels, tile_size, tile_size, generator=generator)
+        with torch.inference_mode():
+            expected = model(inputs).numpy()
+        got = session.run(None, {session.get_inputs()[0].name: inputs.numpy()})[0]
+        worst = max(worst, float(abs(got - expected).max()))
+    return worst
+
+
+def _write_zip_atomically(out: Path, members: dict[str, bytes]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    try:
+        with os.fdopen(handle, "wb") as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, data in members.items():
+                archive.writestr(name, data)
+        os.replace(temp_name, out)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def export_bundle(run_dir: Path, out: Path | None = None, *, check_onnx: bool = True) -> Path:
+    """Write the run's student as a ``.sembridge`` bundle (default ``run_dir/model.sembridge``), atomically.
+
+    With ``check_onnx`` the bundle also carries ``model.onnx``; export fails if onnxruntime's logits differ
+    from PyTorch's by 1e-3 or more, and the measured difference is stored in the metadata.
+    """
+    from safetensors.torch import load_file, save
+
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / f"model{BUNDLE_SUFFIX}"
+    info = _read_student_json(run_dir)
+    weights_path = run_dir / "student.safetensors"
+    if not weights_path.is_file():
+        raise BundleError(f"{weights_path}: not found; the run has no trained student weights")
+    class_names = [str(name) for name in info["class_names"]]
+    if len(class_names) != int(info["num_classes"]):
+        raise BundleError(f"{run_dir / 'student.json'}: 'class_names' lists {len(class_names)} classes but 'num_classes' is {info['num_classes']}")
+    arch, in_channels, tile_size = str(info["arch"]), int(info["in_channels"]), int(info["tile_size"])
+    model = _build_model(arch, in_channels, len(class_names), str(run_dir / "student.json"))
+    try:
+        tensors = load_file(str(weights_path))
+    except Exception as error:  # safetensors raises its own error types for corrupt headers
+        raise BundleError(f"{weights_path}: not a readable safetensors file ({error})") from None
+    _load_weights(model, tensors, len(class_names), str(weights_path), arch)
+
+    metadata: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "architecture": arch,
+        "in_channels": in_channels,
+        "num_classes": len(class_names),
+        "class_names": class_names,
+        "class_colours": default_colours(class_names),
+        "band_names": [str(name) for name in info["band_names"]],
+        "tile_size": tile_size,
+        "channel_stats": {"mean": list(info["channel_stats"]["mean"]), "std": list(info["channel_stats"]["std"])},
+        "training": {
+            "run": run_dir.name,
+            "final_metrics": info.get("final_metrics", {}),
+            "trained_with_engine": info.get("engine_version", ""),
+            "trained": info.get("created", ""),
+        },
+        "engine_version": ENGINE_VERSION,
+        "config_hash": str(info.get("config_hash", "")),
+        "created": _now(),
+    }
+    members: dict[str, bytes] = {WEIGHTS_NAME: save({name: tensor.contiguous() for name, tensor in model.state_dict().items()})}
+    if check_onnx:
+        onnx_bytes = _export_onnx(model, in_channels, tile_size)
+        difference = onnx_max_logit_difference(onnx_bytes, model, in_channels, tile_size)
+        if not difference < ONNX_TOLERANCE:
+            raise BundleError(f"{out}: ONNX export differs from PyTorch by {difference:.3g} in logits (limit {ONNX_TOLERANCE:g})")
+        metadata["onnx"] = {"file": ONNX_NAME, "opset": ONNX_OPSET, "max_abs_logit_diff": difference,
+                            "checked_batches": list(ONNX_CHECK_BATCHES), "input": "input", "output": "logits"}
+        members[ONNX_NAME] = onnx_bytes
+    members[METADATA_NAME] = json.dumps(metadata, indent=2).encode("utf-8")
+    _write_zip_atomically(out, members)
+    return out
+
+
+def _validate_metadata(metadata: Any, source: str) -> None:
+    if not isinstance(metadata, dict):
+        raise BundleError(f"{source}: must hold a JSON object")
+    for key, expected_type in REQUIRED_METADATA.items():
+        if key not in metadata:
+            raise BundleError(f"{source}: missing key {key!r}")
+        value = metadata[key]
+        if not isinstance(value, expected_type) or (expected_type is int and isinstance(value, bool)):
+            raise BundleError(f"{source}: key {key!r} must be {getattr(expected_type, '__name__', expected_type)}, got {type(value).__name__}")
+    if metadata["format_version"] > FORMAT_VERSION:
+        raise BundleError(f"{source}: 'format_version' {metadata['format_version']} is newer than this SemBridge "
+                          f"(reads up to {FORMAT_VERSION}); update SemBridge Studio")
+    n_classes, n_channels = metadata["num_classes"], metadata["in_channels"]
+    if len(metadata["class_names"]) != n_classes:
+        raise BundleError(f"{source}: 'class_names' lists {len(metadata['class_names'])} classes but 'num_classes' is {n_classes}")
+    if len(metadata["class_colours"]) != n_classes:
+        raise BundleError(f"{source}: 'class_colours' has {len(metadata['class_colours'])} entries for {n_classes} classes")
+    for colour in metadata["class_colours"]:
+        try:
+            hex_to_rgb(colour)
+        except ValueError as error:
+            raise BundleError(f"{source}: 'class_colours': {error}") from None
+    if len(metadata["band_names"]) != n_channels:
+        raise BundleError(f"{source}: 'band_names' lists {len(metadata['band_names'])} bands but 'in_channels' is {n_channels}")
+    if metadata["tile_size"] < 1:
+        raise BundleError(f"{source}: 'tile_size' must be positive, got {metadata['tile_size']}")
+    stats = metadata["channel_stats"]
+    for part in ("mean", "std"):
+        values = stats.get(part)
+        if not isinstance(values, list) or len(values) != n_channels:
+            raise BundleError(f"{source}: 'channel_stats.{part}' must list {n_channels} numbers (one per input channel)")
+
+
+def load_bundle(path) -> ModelBundle:
+    """Open a ``.sembridge`` bundle: JSON + safetensors only (no pickle, no code), validated against its architecture."""
+    from safetensors.torch import load
+
+    from sembridge_engine.data.transforms import ChannelStats
+
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"{path}: model bundle not found")
+    if not zipfile.is_zipfile(path):
+        raise BundleError(f"{path}: not a SemBridge model bundle (not a zip file)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            for member in (METADATA_NAME, WEIGHTS_NAME):
+                if member not in names:
+                    raise BundleError(f"{path}: bundle has no {member}")
+            metadata_bytes = archive.read(METADATA_NAME)
+            weights_bytes = archive.read(WEIGHTS_NAME)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise BundleError(f"{path}: damaged bundle ({error})") from None
+    source = f"{path} [{METADATA_NAME}]"
+    try:
+        metadata = json.loads(metadata_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError(f"{source}: not valid JSON ({error})") from None
+    _validate_metadata(metadata, source)
+    arch = metadata["architecture"]
+    model = _build_model(arch, metadata["in_channels"], metadata["num_classes"], source)
+    weights_source = f"{path} [{WEIGHTS_NAME}]"
+    try:
+        tensors = load(weights_bytes)
+    except Exception as error:  # safetensors raises its own error types for corrupt headers
+        raise BundleError(f"{weights_source}: not a readable safetensors file ({error})") from None
+    _load_weights(model, tensors, metadata["num_classes"], weights_source, arch)
+    return ModelBundle(
+        path=path,
+        model=model,
+        metadata=metadata,
+        class_names=[str(name) for name in metadata["class_names"]],
+        colours=[str(colour) for colour in metadata["class_colours"]],
+        tile_size=int(metadata["tile_size"]),
+        channel_stats=ChannelStats.from_dict(metadata["channel_stats"]),
+        band_names=[str(name) for name in metadata["band_names"]],
+    )

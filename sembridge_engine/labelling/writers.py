@@ -1,0 +1,203 @@
+"""GIS outputs of scene labelling: GeoTIFF profiles, QGIS style, GeoPackage polygons, PNG preview.
+
+Every writer targets a temporary path the caller later moves into place (``os.replace``), so a
+cancelled or failed job never leaves a half-written file under a final name. Readers of large
+rasters go block by block so memory does not grow with the scene.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .colours import hex_to_rgb
+
+CLASS_NODATA = 255
+CONFIDENCE_NODATA = -1.0
+GTIFF_BLOCK = 256
+PREVIEW_MAX_SIZE = 1024
+PREVIEW_ALPHA = 0.55
+
+
+def temporary_path(final: Path) -> Path:
+    """A hidden sibling of ``final`` (same folder, so ``os.replace`` is atomic) keeping the suffix for drivers."""
+    return final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.partial{final.suffix}")
+
+
+def raster_profile(crs, transform, width: int, height: int, dtype: str, count: int, nodata: float) -> dict:
+    """Tiled 256x256 DEFLATE GeoTIFF with the scene's CRS and transform copied unchanged."""
+    return {
+        "driver": "GTiff", "dtype": dtype, "count": count, "nodata": nodata,
+        "width": width, "height": height, "crs": crs, "transform": transform,
+        "tiled": True, "blockxsize": GTIFF_BLOCK, "blockysize": GTIFF_BLOCK,
+        "compress": "deflate", "predictor": 2 if dtype == "uint8" else 3, "BIGTIFF": "IF_SAFER",
+    }
+
+
+def class_colormap(colours: Sequence[str]) -> dict[int, tuple[int, int, int, int]]:
+    """GeoTIFF colour table: class colours opaque, the nodata index transparent."""
+    table = {index: (*hex_to_rgb(colour), 255) for index, colour in enumerate(colours)}
+    table[CLASS_NODATA] = (0, 0, 0, 0)
+    return table
+
+
+def write_qml(path: Path, class_names: Sequence[str], colours: Sequence[str]) -> None:
+    """QGIS paletted-renderer style; QGIS applies it automatically to the raster with the same base name."""
+    root = ElementTree.Element("qgis", {"version": "3.28.0", "styleCategories": "AllStyleCategories"})
+    pipe = ElementTree.SubElement(root, "pipe")
+    renderer = ElementTree.SubElement(pipe, "rasterrenderer", {
+        "type": "paletted", "band": "1", "opacity": "1", "alphaBand": "-1", "nodataColor": "",
+    })
+    ElementTree.SubElement(renderer, "rasterTransparency")
+    palette = ElementTree.SubElement(renderer, "colorPalette")
+    for index, (name, colour) in enumerate(zip(class_names, colours)):
+        ElementTree.SubElement(palette, "paletteEntry", {"value": str(index), "color": colour, "alpha": "255", "label": name})
+    ElementTree.SubElement(pipe, "brightnesscontrast", {"brightness": "0", "contrast": "0", "gamma": "1"})
+    ElementTree.SubElement(pipe, "huesaturation", {"saturation": "0", "grayscaleMode": "0", "colorizeOn": "0"})
+    ElementTree.SubElement(pipe, "rasterresampler", {"maxOversample": "2"})
+    ElementTree.SubElement(root, "blendMode").text = "0"
+    ElementTree.indent(root)
+    text = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + ElementTree.tostring(root, encoding="unicode") + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+def _block_windows(width: int, height: int, block: int):
+    from rasterio.windows import Window
+
+    for row in range(0, height, block):
+        for col in range(0, width, block):
+            yield Window(col, row, min(block, width - col), min(block, height - row))
+
+
+def write_polygons(path: Path, class_raster: Path, class_names: Sequence[str], mean_confidence: Sequence[float | None],
+                   block: int = 512) -> int:
+    """One dissolved (Multi)Polygon per present class: class_id, class_name, mean_confidence, area (map units).
+
+    The class raster is polygonised block by block (bounded memory) and the pieces are unioned per class,
+    which also merges polygons cut at block edges. Returns the number of features written.
+    """
+    import geopandas
+    import rasterio
+    import shapely
+    from rasterio.features import shapes
+
+    pieces: dict[int, list] = {}
+    with rasterio.open(class_raster) as dataset:
+        crs = dataset.crs
+        for window in _block_windows(dataset.width, dataset.height, block):
+            classes = dataset.read(1, window=window)
+            valid = classes != CLASS_NODATA
+            if not valid.any():
+                continue
+            for geometry, value in shapes(classes, mask=valid, transform=dataset.window_transform(window)):
+                pieces.setdefault(int(value), []).append(shapely.geometry.shape(geometry))
+    class_ids = sorted(pieces)
+    geometries = [shapely.union_all(np.asarray(pieces[class_id], dtype=object)) for class_id in class_ids]
+    frame = geopandas.GeoDataFrame({
+        "class_id": np.asarray(class_ids, dtype=np.int32),
+        "class_name": [class_names[class_id] for class_id in class_ids],
+        "mean_confidence": [float(mean_confidence[class_id]) if mean_confidence[class_id] is not None else float("nan") for class_id in class_ids],
+        "area": shapely.area(np.asarray(geometries, dtype=object)).astype(np.float64),
+    }, geometry=geometries, crs=crs)
+    frame.to_file(path, driver="GPKG", layer="classes", engine="pyogrio")
+    return len(frame)
+
+
+def _stretch_limits(dataset, indexes: Sequence[int], nodata: float | None, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band 2-98 % display limits from a small decimated read (uint8 scenes are shown as is)."""
+    if dataset.dtypes[indexes[0] - 1] == "uint8":
+        return np.zeros(len(indexes)), np.full(len(indexes), 255.0)
+    scale = max(1, int(np.ceil(max(dataset.width, dataset.height) / min(256, block))))
+    sample = dataset.read(list(indexes), out_shape=(len(indexes), max(1, dataset.height // scale), max(1, dataset.width // scale))).astype(np.float64)
+    low, high = np.zeros(len(indexes)), np.ones(len(indexes))
+    for band, values in enumerate(sample):
+        values = values[np.isfinite(values)]
+        if nodata is not None:
+            values = values[values != nodata]
+        if values.size:
+            low[band], high[band] = np.percentile(values, [2, 98])
+            high[band] = max(high[band], low[band] + 1e-6)
+    return low, high
+
+
+def _legend_font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def write_preview(path: Path, scene, indexes: Sequence[int], nodata: float | None, class_raster: Path,
+                  class_names: Sequence[str], colours: Sequence[str], shares: Sequence[float] | None = None,
+                  max_size: int = PREVIEW_MAX_SIZE, block: int = 512) -> None:
+    """PNG: the class map blended over the scene's RGB (decimated), with a legend (names, shares) on the right."""
+    import rasterio
+    from PIL import Image, ImageDraw
+    from rasterio.enums import Resampling
+    from rasterio.windows import Window
+
+    scale = max(1.0, max(scene.width, scene.height) / max_size)
+    width, height = max(1, round(scene.width / scale)), max(1, round(scene.height / scale))
+    rows_per_read = max(1, (block * block) // width)
+    low, high = _stretch_limits(scene, indexes, nodata, block)
+    palette = np.zeros((256, 3), dtype=np.float32)
+    palette[: len(colours)] = [hex_to_rgb(colour) for colour in colours]
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    rgb_indexes = list(indexes)[:3] if len(indexes) >= 3 else [indexes[0]] * 3
+    with rasterio.open(class_raster) as classes_dataset:
+        for top in range(0, height, rows_per_read):
+            bottom = min(height, top + rows_per_read)
+            y0, y1 = int(top * scene.height / height), max(int(top * scene.height / height) + 1, int(bottom * scene.height / height))
+            window = Window(0, y0, scene.width, y1 - y0)
+            rgb = scene.read(rgb_indexes, window=window, out_shape=(3, bottom - top, width), resampling=Resampling.nearest)
+            classes = classes_dataset.read(1, window=window, out_shape=(bottom - top, width), resampling=Resampling.nearest)
+            stretched = (rgb.astype(np.float32) - low[: 3, None, None].astype(np.float32)) / (high[:3, None, None] - low[:3, None, None]).astype(np.float32)
+            base = np.clip(np.nan_to_num(stretched) * 255.0, 0, 255).transpose(1, 2, 0)
+            labelled = classes != CLASS_NODATA
+            blended = np.where(labelled[..., None], (1 - PREVIEW_ALPHA) * base + PREVIEW_ALPHA * palette[classes], base)
+            image[top:bottom] = blended.astype(np.uint8)
+    font_size = 14
+    font = _legend_font(font_size)
+    labels = [f"{name} ({share:.1%})" for name, share in zip(class_names, shares)] if shares is not None else list(class_names)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_width = max(int(probe.textlength(label, font=font)) for label in labels)
+    row_height = font_size + 8
+    legend_width = 16 + 18 + 8 + text_width + 16
+    canvas_height = max(height, 16 + row_height * (len(class_names) + 1))
+    canvas = Image.new("RGB", (width + legend_width, canvas_height), (255, 255, 255))
+    canvas.paste(Image.fromarray(image), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    left = width + 16
+    draw.text((left, 8), "Classes", fill=(0, 0, 0), font=font)
+    for row, (label, colour) in enumerate(zip(labels, colours), start=1):
+        top = 8 + row * row_height
+        draw.rectangle([left, top, left + 18, top + font_size], fill=hex_to_rgb(colour), outline=(0, 0, 0))
+        draw.text((left + 26, top), label, fill=(0, 0, 0), font=font)
+    canvas.save(path, format="PNG", compress_level=1)  # level 6 takes longer than labelling a small scene
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def replace_all(moves: Sequence[tuple[Path, Path]]) -> None:
+    """Move every finished temporary file to its final name."""
+    for temporary, final in moves:
+        os.replace(temporary, final)
+
+
+def remove_quietly(paths: Sequence[Path]) -> None:
+    for path in paths:
+        for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"),
+                         path.with_name(path.name + "-journal"), path.with_name(path.name + ".aux.xml")):
+            try:
+                leftover.unlink(missing_ok=True)
+            except OSError:
+                pass

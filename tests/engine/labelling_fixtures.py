@@ -1,0 +1,78 @@
+"""Run folders exactly as the training pipeline leaves them (student.safetensors + student.json),
+built from a real backbone and channel stats measured on the demo RGB images, for export/labelling tests."""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from resources import demo_project
+from sembridge_engine import __version__
+from sembridge_engine.data.readers import read_image
+from sembridge_engine.data.transforms import compute_channel_stats, preprocess_arrays
+from sembridge_engine.models.backbones import build_backbone
+
+DEMO_CLASSES = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Residential", "River"]
+TEST_ARCH = "shufflenet_v2_x0_5"
+TEST_TILE = 32
+
+
+@contextmanager
+def one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine two spinning threads are many times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module", autouse=False)
+def single_torch_thread():
+    with one_torch_thread():
+        yield
+
+
+def demo_rgb_files(per_class: int = 2) -> list[Path]:
+    root = demo_project() / "rgb"
+    return [path for name in DEMO_CLASSES for path in sorted((root / name).iterdir())[:per_class]]
+
+
+def demo_scene() -> Path:
+    return demo_project() / "scene" / "scene_subset.tif"
+
+
+def make_run_folder(run_dir: Path, *, arch: str = TEST_ARCH, tile_size: int = TEST_TILE,
+                    class_names: list[str] | None = None, seed: int = 0, fit_steps: int = 15) -> Path:
+    """A run folder with a student as the contract describes, briefly fitted on demo RGB so it predicts several classes."""
+    class_names = class_names or DEMO_CLASSES
+    run_dir.mkdir(parents=True, exist_ok=True)
+    per_class = 3
+    images = [read_image(path, as_rgb=True) for path in demo_rgb_files(per_class)]
+    tiles = preprocess_arrays(images, tile_size, None)
+    stats = compute_channel_stats(tiles)
+    labels = torch.arange(len(DEMO_CLASSES)).repeat_interleave(per_class) % len(class_names)
+    torch.manual_seed(seed)
+    model = build_backbone(arch, 3, len(class_names))
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    inputs = stats.normalise(tiles)
+    with one_torch_thread():
+        for _ in range(fit_steps):
+            optimiser.zero_grad()
+            torch.nn.functional.cross_entropy(model(inputs), labels).backward()
+            optimiser.step()
+    model.eval()
+    save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, str(run_dir / "student.safetensors"))
+    (run_dir / "student.json").write_text(json.dumps({
+        "arch": arch, "in_channels": 3, "num_classes": len(class_names), "class_names": class_names,
+        "tile_size": tile_size, "band_names": ["R", "G", "B"], "channel_stats": stats.to_dict(),
+        "final_metrics": {"test_oa": 0.5, "test_f1": 0.4}, "config_hash": "0123456789abcdef",
+        "engine_version": __version__, "created": "2026-11-22T00:00:00+00:00",
+    }, indent=2))
+    return run_dir
