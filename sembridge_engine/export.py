@@ -134,7 +134,7 @@ def _load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], num_
     model.eval()
 
 
-def _export_onnx(model: torch.nn.Module, in_channels: int, tile_size: int) -> bytes:
+def export_onnx(model: torch.nn.Module, in_channels: int, tile_size: int) -> bytes:
     """A static ONNX graph with a dynamic batch axis (legacy exporter; the dynamo exporter if that is gone)."""
     example = torch.zeros(1, in_channels, tile_size, tile_size)
     buffer = io.BytesIO()
@@ -227,7 +227,7 @@ def export_bundle(run_dir: Path, out: Path | None = None, *, check_onnx: bool = 
     }
     members: dict[str, bytes] = {WEIGHTS_NAME: save({name: tensor.contiguous() for name, tensor in model.state_dict().items()})}
     if check_onnx:
-        onnx_bytes = _export_onnx(model, in_channels, tile_size)
+        onnx_bytes = export_onnx(model, in_channels, tile_size)
         difference = onnx_max_logit_difference(onnx_bytes, model, in_channels, tile_size)
         if not difference < ONNX_TOLERANCE:
             raise BundleError(f"{out}: ONNX export differs from PyTorch by {difference:.3g} in logits (limit {ONNX_TOLERANCE:g})")
