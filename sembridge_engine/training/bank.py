@@ -1,0 +1,55 @@
+"""Frozen-teacher outputs for every MS tile, computed once after the teacher stage.
+
+The teacher never changes during student training, so a student batch looks its teacher
+features up by MS index instead of running the teacher: the student epoch does no teacher
+forward pass. Feature maps are kept only when they fit in a quarter of the free memory;
+otherwise they are recomputed per batch (logits and embeddings are always kept).
+"""
+from __future__ import annotations
+
+import psutil
+import torch
+
+from ..models.backbones import Backbone, Features
+from .loops import batched
+
+
+class TeacherBank:
+    def __init__(self, teacher: Backbone, ms_tiles: torch.Tensor, columns: torch.Tensor, device: torch.device,
+                 batch_size: int, check=lambda: None) -> None:
+        self.teacher, self.ms_tiles, self.columns, self.device = teacher, ms_tiles, columns, device
+        teacher.eval()
+        with torch.no_grad():
+            probe = teacher.forward_features(ms_tiles[:2].to(device))
+        per_tile = sum(t[0].numel() for t in (probe.feature_map, probe.intermediate)) * 4
+        self.keeps_maps = per_tile * ms_tiles.shape[0] < psutil.virtual_memory().available // 4
+        logits, embeddings, maps, intermediates = [], [], [], []
+        with torch.no_grad():
+            for part in batched(ms_tiles.shape[0], batch_size):
+                check()
+                features = teacher.forward_features(ms_tiles[part].to(device))
+                logits.append(features.logits.float().cpu())
+                embeddings.append(features.embedding.float().cpu())
+                if self.keeps_maps:
+                    maps.append(features.feature_map.float().cpu())
+                    intermediates.append(features.intermediate.float().cpu())
+        self.all_logits = torch.cat(logits)                    # (M, n_ms_classes)
+        self.logits = self.all_logits[:, columns].contiguous()  # (M, n_student): gallery G2
+        self.embeddings = torch.cat(embeddings)
+        self.feature_maps = torch.cat(maps) if self.keeps_maps else None
+        self.intermediates = torch.cat(intermediates) if self.keeps_maps else None
+
+    def features(self, ms_index: torch.Tensor) -> Features:
+        """Teacher Features of the given MS tiles on the device, logits in student class order."""
+        if self.keeps_maps:
+            feature_map, intermediate = self.feature_maps[ms_index], self.intermediates[ms_index]
+        else:
+            with torch.no_grad():
+                features = self.teacher.forward_features(self.ms_tiles[ms_index].to(self.device))
+            feature_map, intermediate = features.feature_map.float(), features.intermediate.float()
+        return Features(
+            feature_map=feature_map.to(self.device, non_blocking=True),
+            intermediate=intermediate.to(self.device, non_blocking=True),
+            embedding=self.embeddings[ms_index].to(self.device, non_blocking=True),
+            logits=self.logits[ms_index].to(self.device, non_blocking=True),
+        )

@@ -1,0 +1,174 @@
+"""Everything a run trains on, assembled once from the data layer and kept in memory.
+
+MS tiles (teacher + matcher) and RGB tiles (student) are decoded once into tensors and
+normalised with per-band statistics of their own TRAIN split. The pseudo-RGB the matcher learns
+on is the R,G,B channels of the normalised MS tile, i.e. standardised with the MS train
+statistics of those bands; real RGB is standardised with the RGB train statistics. Both sides
+thereby become zero-mean/unit-variance per channel, which removes the reflectance-vs-8-bit scale
+gap between sensors before the shared RGB encoder M_G sees them.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..config import ConfigError, RunConfig
+from ..data import (
+    BandPreset,
+    ChannelStats,
+    Problem,
+    align_classes,
+    compute_channel_stats,
+    discover_ms_archive,
+    discover_rgb_folder,
+    get_preset,
+    load_tiles,
+    remap_records,
+    stratified_split,
+)
+from ..data.discovery import ClassAlignment, ImageryIndex
+from ..events import CancelToken
+
+RGB_BAND_NAMES = ("R", "G", "B")
+
+
+@dataclass
+class RunData:
+    preset: BandPreset
+    ms_classes: list[str]          # teacher classes: every MS class
+    student_classes: list[str]     # shared (and selected) classes, MS-side names, sorted
+    ms_multi_label: bool
+    alignment: ClassAlignment
+    ms_fingerprint: str            # hash of the MS file list + sizes + mtimes (teacher cache key)
+    rgb_tiles: torch.Tensor        # (N,3,S,S) normalised
+    rgb_labels: torch.Tensor       # (N,) student class index
+    rgb_paths: list[str]
+    rgb_train: torch.Tensor
+    rgb_val: torch.Tensor
+    rgb_test: torch.Tensor
+    rgb_stats: ChannelStats
+    ms_tiles: torch.Tensor | None = None      # (M,C,S,S) normalised; None for the plain baseline
+    ms_labels: torch.Tensor | None = None     # (M,) or (M, n_ms_classes) multi-hot
+    ms_paths: list[str] = field(default_factory=list)
+    ms_train: torch.Tensor | None = None
+    ms_val: torch.Tensor | None = None
+    ms_stats: ChannelStats | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def teacher_columns(self) -> torch.Tensor:
+        """Teacher output columns of the student classes, in student class order."""
+        return torch.tensor([self.ms_classes.index(name) for name in self.student_classes], dtype=torch.int64)
+
+    @property
+    def ms_membership(self) -> torch.Tensor:
+        """(M, n_student) bool: MS tile m belongs to student class c (several c when multi-label)."""
+        columns = self.teacher_columns
+        if self.ms_multi_label:
+            return self.ms_labels[:, columns] > 0.5
+        return self.ms_labels[:, None] == columns[None, :]
+
+    @property
+    def pseudo_rgb(self) -> torch.Tensor:
+        return self.ms_tiles[:, list(self.preset.rgb_indices)]
+
+    def use_ms_stats(self, stats: ChannelStats) -> None:
+        """Re-normalise the MS tiles with another run's statistics (a reused teacher's)."""
+        old_mean = torch.tensor(self.ms_stats.mean).view(1, -1, 1, 1)
+        old_std = torch.tensor(self.ms_stats.std).view(1, -1, 1, 1)
+        self.ms_tiles = stats.normalise(self.ms_tiles * old_std + old_mean)
+        self.ms_stats = stats
+
+
+def _fingerprint(index: ImageryIndex, preset: BandPreset, tile_size: int) -> str:
+    digest = hashlib.sha256(f"{preset.band_names}|{tile_size}".encode())
+    for record in index.records:
+        stat = record.path.stat()
+        digest.update(f"{record.path}|{'/'.join(record.labels)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _stratify_key(labels: torch.Tensor) -> torch.Tensor:
+    return labels.argmax(dim=1) if labels.dim() == 2 else labels
+
+
+def _select_classes(config: RunConfig, shared: list[str]) -> list[str]:
+    if len(shared) < 2:
+        raise ConfigError("data.class_mapping", f"only {len(shared)} class(es) shared by the MS and RGB data "
+                          f"({shared}); at least 2 are needed; map RGB folder names to MS classes")
+    if not config.data.classes:
+        return list(shared)
+    unknown = [name for name in config.data.classes if name not in shared]
+    if unknown:
+        raise ConfigError("data.classes", f"{unknown} not shared by both modalities; choose from: {', '.join(shared)}")
+    if len(set(config.data.classes)) < 2:
+        raise ConfigError("data.classes", "select at least 2 classes")
+    return sorted(set(config.data.classes))
+
+
+def assemble_run_data(config: RunConfig, *, need_ms: bool, log: Callable[[str], None] = lambda message: None,
+                      cancel: CancelToken | None = None) -> RunData:
+    """Discover, align, load and split both modalities; statistics from the train splits only."""
+    data = config.data
+    try:
+        preset = get_preset(data.band_preset, data.custom_bands, data.custom_rgb)
+    except ValueError as error:
+        raise ConfigError("data.band_preset", str(error)) from None
+    if not data.ms_path:
+        raise ConfigError("data.ms_path", "no MS archive given")
+    if not data.rgb_path:
+        raise ConfigError("data.rgb_path", "no RGB imagery folder given")
+    ms_index = discover_ms_archive(data.ms_path)
+    rgb_index = discover_rgb_folder(data.rgb_path)
+    alignment = align_classes(ms_index, rgb_index, data.class_mapping)
+    student_classes = _select_classes(config, alignment.shared)
+    problems = [*ms_index.problems, *rgb_index.problems, *alignment.problems]
+    workers = config.train.workers or None
+
+    rgb_records = remap_records(rgb_index.records, alignment.rgb_to_ms, student_classes)
+    log(f"loading {len(rgb_records)} RGB images ({len(student_classes)} classes) at {data.rgb_tile_size} px")
+    rgb = load_tiles(rgb_records, {name: i for i, name in enumerate(student_classes)}, data.rgb_tile_size,
+                     workers=workers, cancel=cancel, modality="rgb")
+    problems += rgb.problems
+    if len(rgb) == 0:
+        raise ValueError(f"{data.rgb_path}: no readable RGB images of the classes {student_classes}")
+    rgb_train, rgb_val, rgb_test = (torch.from_numpy(part) for part in
+                                    stratified_split(rgb.labels.numpy(), tuple(data.rgb_split), config.train.seed))
+    if min(len(rgb_train), len(rgb_val), len(rgb_test)) == 0:
+        raise ValueError(f"{data.rgb_path}: too few RGB images ({len(rgb)}) for train/val/test splits {data.rgb_split}")
+    rgb_stats = compute_channel_stats(rgb.tiles[rgb_train])
+    run_data = RunData(
+        preset=preset, ms_classes=list(ms_index.classes), student_classes=student_classes,
+        ms_multi_label=ms_index.multi_label, alignment=alignment,
+        ms_fingerprint=_fingerprint(ms_index, preset, data.ms_tile_size),
+        rgb_tiles=rgb_stats.normalise(rgb.tiles), rgb_labels=rgb.labels, rgb_paths=rgb.paths,
+        rgb_train=rgb_train, rgb_val=rgb_val, rgb_test=rgb_test, rgb_stats=rgb_stats, problems=problems,
+    )
+    if not need_ms:
+        return run_data
+
+    class_to_index = {name: i for i, name in enumerate(ms_index.classes)}
+    log(f"loading {len(ms_index.records)} MS tiles ({len(ms_index.classes)} classes, "
+        f"{preset.band_count} bands) at {data.ms_tile_size} px")
+    ms = load_tiles(ms_index.records, class_to_index, data.ms_tile_size, bands=list(range(preset.band_count)),
+                    multi_label=ms_index.multi_label, workers=workers, cancel=cancel, modality="ms")
+    run_data.problems += ms.problems
+    if len(ms) == 0:
+        raise ValueError(f"{data.ms_path}: no readable MS tiles with {preset.band_count} bands ({preset.name})")
+    split = stratified_split(_stratify_key(ms.labels).numpy(),
+                             (1.0 - data.ms_val_fraction, data.ms_val_fraction, 0.0), config.train.seed)
+    ms_train, ms_val = torch.from_numpy(split[0]), torch.from_numpy(split[1])
+    if len(ms_train) == 0 or len(ms_val) == 0:
+        raise ValueError(f"{data.ms_path}: too few MS tiles ({len(ms)}) for a train/val split")
+    ms_stats = compute_channel_stats(ms.tiles[ms_train])
+    run_data.ms_tiles = ms_stats.normalise(ms.tiles)
+    run_data.ms_labels = ms.labels
+    run_data.ms_paths = ms.paths
+    run_data.ms_train, run_data.ms_val, run_data.ms_stats = ms_train, ms_val, ms_stats
+    missing = [name for name, has in zip(student_classes, run_data.ms_membership.any(dim=0).tolist()) if not has]
+    if missing:
+        raise ValueError(f"{data.ms_path}: no readable MS tiles for the student class(es) {missing}")
+    return run_data

@@ -1,0 +1,77 @@
+"""Small building blocks of every stage: seeded batch order, flips, optimisers, batched inference."""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from ..config import RunConfig, StageConfig
+
+STAGE_SEED_OFFSET = {"teacher": 0, "matcher": 1_000_003, "student": 2_000_006, "probe": 3_000_009}
+
+
+def epoch_generator(seed: int, stage: str, epoch: int) -> torch.Generator:
+    """Data order and augmentation of one epoch come from (seed, stage, epoch) alone, so a
+    resumed run sees exactly the batches the uninterrupted run would have seen."""
+    return torch.Generator().manual_seed(seed + STAGE_SEED_OFFSET[stage] + epoch)
+
+
+def shuffled_batches(count: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Positions 0..count-1 in seeded random order, cut into batches; a trailing batch of one
+    is dropped (BatchNorm cannot train on a single sample)."""
+    order = torch.randperm(count, generator=generator)
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) < 2:
+        batches.pop()
+    return batches
+
+
+def random_flips(tiles: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per-sample horizontal and vertical flips (scene classes do not depend on orientation)."""
+    flips = torch.rand(2, tiles.shape[0], generator=generator) < 0.5
+    horizontal = flips[0].view(-1, 1, 1, 1).to(tiles.device)
+    vertical = flips[1].view(-1, 1, 1, 1).to(tiles.device)
+    tiles = torch.where(horizontal, tiles.flip(-1), tiles)
+    return torch.where(vertical, tiles.flip(-2), tiles)
+
+
+def build_optimizer(parameters, stage: StageConfig, config: RunConfig) -> torch.optim.Optimizer:
+    parameters = [p for p in parameters if p.requires_grad]
+    name, decay = config.train.optimizer, config.train.weight_decay
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=stage.lr, weight_decay=decay)
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=stage.lr, momentum=0.9, weight_decay=decay)
+    return torch.optim.Adam(parameters, lr=stage.lr, weight_decay=decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, epochs: int, config: RunConfig):
+    """Per-epoch LR schedule: cosine to 0 over the stage, or /10 at each third; None = constant."""
+    if config.train.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
+    if config.train.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1)
+    return None
+
+
+def batched(count: int, batch_size: int) -> Iterator[slice]:
+    for start in range(0, count, batch_size):
+        yield slice(start, min(start + batch_size, count))
+
+
+@torch.no_grad()
+def infer(fn: Callable[[torch.Tensor], torch.Tensor], tiles: torch.Tensor, device: torch.device,
+          batch_size: int, check: Callable[[], None] = lambda: None) -> torch.Tensor:
+    """Apply ``fn`` to ``tiles`` in batches on ``device``; results gathered on the CPU in float32."""
+    outputs = []
+    for part in batched(tiles.shape[0], batch_size):
+        check()
+        outputs.append(fn(tiles[part].to(device)).float().cpu())
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def set_train_mode(modules: list[nn.Module | None], training: bool) -> None:
+    for module in modules:
+        if module is not None:
+            module.train(training)
