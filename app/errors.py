@@ -13,6 +13,9 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 from app.settings import log_dir
 
 
+_open_dialogs: list[QMessageBox] = []
+
+
 def write_crash_log(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> Path:
     """Append the traceback to a dated log file and return its path."""
     folder = log_dir()
@@ -43,6 +46,8 @@ def handle_exception(exc_type: type[BaseException], exc: BaseException, tb: Trac
                       f"{readable_message(exc)}\n\nThe details were written to:\n{log_path}")
     box.setDetailedText("".join(traceback.format_exception(exc_type, exc, tb)))
     box.setObjectName("crashDialog")
+    _open_dialogs.append(box)
+    box.finished.connect(lambda _result: _open_dialogs.remove(box))
     box.open()
 
 

@@ -1,0 +1,367 @@
+"""Projects & runs: the open project, the runs under the output folder with key settings and final
+metrics, overlaid curves for the selected runs, and Resume for interrupted ones."""
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyqtgraph as pg
+from PySide6.QtCore import QUrl, Qt, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QAbstractItemView, QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
+    QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+)
+
+from app.monitor import PALETTE, find_final_metrics, numeric, read_metrics
+from app.settings import Settings
+
+RESUMABLE = {"cancelled", "failed", "interrupted", "running", "created"}
+FINAL_KEYS = ("test_oa", "test_macro_f1", "val_oa", "val_macro_f1", "oa", "macro_f1")
+
+
+@dataclass
+class RunInfo:
+    """What the runs table shows about one run folder (read from its plain files)."""
+
+    path: Path
+    status: str = "unknown"
+    created: str = ""
+    device: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics_rows: list[dict[str, Any]] = field(default_factory=list)
+    final: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def resumable(self) -> bool:
+        return self.status in RESUMABLE
+
+    @property
+    def has_bundle(self) -> bool:
+        return (self.path / "model.sembridge").exists()
+
+    def setting(self, section: str, key: str, default: Any = "") -> Any:
+        value = self.config.get(section, {})
+        return value.get(key, default) if isinstance(value, dict) else default
+
+    def curve(self, metric: str, stage: str = "student") -> tuple[list[float], list[float]]:
+        xs, ys = [], []
+        for row in self.metrics_rows:
+            if row.get("stage") != stage:
+                continue
+            values = row.get("metrics") if isinstance(row.get("metrics"), dict) else row
+            number = numeric(values.get(metric))
+            if number is not None and numeric(row.get("epoch")) is not None:
+                xs.append(float(row["epoch"]))
+                ys.append(number)
+        return xs, ys
+
+    def metric_names(self, stage: str = "student") -> set[str]:
+        names = set()
+        for row in self.metrics_rows:
+            if row.get("stage") == stage:
+                values = row.get("metrics") if isinstance(row.get("metrics"), dict) else row
+                names.update(k for k, v in values.items() if k not in ("epoch", "stage") and numeric(v) is not None)
+        return names
+
+    def final_value(self, key: str) -> float | None:
+        value = numeric(self.final.get(key))
+        if value is not None:
+            return value
+        for row in reversed(self.metrics_rows):
+            if row.get("stage") == "student":
+                values = row.get("metrics") if isinstance(row.get("metrics"), dict) else row
+                return numeric(values.get(key))
+        return None
+
+
+def read_run(path: Path) -> RunInfo:
+    info = RunInfo(path)
+    try:
+        run = json.loads((path / "run.json").read_text(encoding="utf-8"))
+        info.status = str(run.get("status", "unknown"))
+        info.created = str(run.get("created") or run.get("started") or "")
+        info.device = str(run.get("device", ""))
+    except (OSError, ValueError):
+        pass
+    try:
+        info.config = tomllib.loads((path / "config.toml").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    info.metrics_rows = read_metrics(path / "metrics.jsonl")
+    info.final = find_final_metrics(path)
+    return info
+
+
+def list_runs(output_dir: Path) -> list[RunInfo]:
+    """Run folders (those with a run.json) directly under ``output_dir``, newest first."""
+    if not output_dir.is_dir():
+        return []
+    folders = [p for p in output_dir.iterdir() if (p / "run.json").is_file()]
+    runs = [read_run(p) for p in folders]
+    return sorted(runs, key=lambda r: (r.created, r.name), reverse=True)
+
+
+def latest_bundle(output_dir: Path) -> Path | None:
+    for run in list_runs(output_dir):
+        if run.has_bundle:
+            return run.path / "model.sembridge"
+    return None
+
+
+class RunsPanel(QWidget):
+    """The project box on top, the runs table, and the comparison of the selected runs."""
+
+    COLUMNS = ("Run", "Status", "Created", "Student", "KD loss", "Epochs T/M/S", "Test OA", "Test macro F1", "Device")
+
+    trainRequested = Signal()
+    openProjectRequested = Signal(str)
+    resumeRequested = Signal(str)
+    showRunRequested = Signal(str)
+    useBundleRequested = Signal(str)
+
+    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self.runs: list[RunInfo] = []
+
+        self.project_label = QLabel("No project open.")
+        self.project_label.setWordWrap(True)
+        self.project_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.recent_combo = QComboBox()
+        self.recent_combo.setMinimumWidth(220)
+        self.recent_combo.setPlaceholderText("Recent projects")
+        self.recent_combo.activated.connect(self._recent_chosen)
+        open_button = QPushButton("Open project…")
+        open_button.clicked.connect(self._choose_project)
+        self.train_button = QPushButton("Train this project →")
+        self.train_button.setDefault(True)
+        self.train_button.setStyleSheet("font-weight: bold; padding: 4px 14px;")
+        self.train_button.clicked.connect(self.trainRequested)
+        project_box = QGroupBox("Project")
+        project_layout = QHBoxLayout(project_box)
+        project_layout.addWidget(self.project_label, 1)
+        project_layout.addWidget(self.recent_combo)
+        project_layout.addWidget(open_button)
+        project_layout.addWidget(self.train_button)
+
+        self.output_label = QLabel()
+        self.output_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        change_output = QPushButton("Change…")
+        change_output.clicked.connect(self._choose_output)
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.refresh)
+        output_row = QHBoxLayout()
+        output_row.addWidget(QLabel("Runs in:"))
+        output_row.addWidget(self.output_label, 1)
+        output_row.addWidget(change_output)
+        output_row.addWidget(refresh)
+
+        self.table = QTableWidget(0, len(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels(self.COLUMNS)
+        self.table.verticalHeader().hide()
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.itemSelectionChanged.connect(self._selection_changed)
+        self.table.doubleClicked.connect(lambda _index: self._show_selected())
+
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue a cancelled or interrupted run from its last checkpoint")
+        self.resume_button.clicked.connect(self._resume_selected)
+        self.show_button = QPushButton("Show in Monitor")
+        self.show_button.clicked.connect(self._show_selected)
+        self.folder_button = QPushButton("Open folder")
+        self.folder_button.clicked.connect(self._open_selected_folder)
+        self.bundle_button = QPushButton("Classify with this model")
+        self.bundle_button.clicked.connect(self._use_selected_bundle)
+        buttons = QHBoxLayout()
+        for button in (self.resume_button, self.show_button, self.folder_button, self.bundle_button):
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+
+        self.metric_combo = QComboBox()
+        self.metric_combo.setMinimumWidth(180)
+        self.metric_combo.currentIndexChanged.connect(self._update_comparison)
+        self.compare_plot = pg.PlotWidget()
+        self.compare_plot.setLabel("bottom", "student epoch")
+        self.compare_plot.showGrid(x=True, y=True, alpha=0.25)
+        self.compare_legend = pg.LegendItem(colCount=2, labelTextSize="8pt")
+        self.compare_plot.getPlotItem().layout.addItem(self.compare_legend, 4, 1)
+        self.compare_plot.setMinimumHeight(180)
+        self.compare_table = QTableWidget(0, 0)
+        self.compare_table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.compare_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        compare_box = QGroupBox("Compare selected runs")
+        compare_layout = QVBoxLayout(compare_box)
+        metric_row = QHBoxLayout()
+        metric_row.addWidget(QLabel("Curve:"))
+        metric_row.addWidget(self.metric_combo)
+        metric_row.addStretch(1)
+        compare_layout.addLayout(metric_row)
+        compare_split = QHBoxLayout()
+        compare_split.addWidget(self.compare_plot, 1)
+        compare_split.addWidget(self.compare_table, 1)
+        compare_layout.addLayout(compare_split, 1)
+
+        top = QWidget()
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addLayout(output_row)
+        top_layout.addWidget(self.table, 1)
+        top_layout.addLayout(buttons)
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(top)
+        splitter.addWidget(compare_box)
+        layout = QVBoxLayout(self)
+        layout.addWidget(project_box)
+        layout.addWidget(splitter, 1)
+        self._selection_changed()
+
+    # -- project ----------------------------------------------------------------------------
+    def set_project(self, path: Path, config) -> None:
+        data = config.data
+        self.project_label.setText(
+            f"<b>{config.name}</b> — {path}<br><small>MS: {data.ms_path}<br>RGB: {data.rgb_path}</small>")
+        self.recent_combo.blockSignals(True)
+        self.recent_combo.clear()
+        self.recent_combo.addItems(self.settings.recent_projects)
+        self.recent_combo.setCurrentIndex(-1)
+        self.recent_combo.blockSignals(False)
+
+    def _choose_project(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a run configuration", "", "TOML (*.toml)")
+        if path:
+            self.openProjectRequested.emit(path)
+
+    def _recent_chosen(self, index: int) -> None:
+        if index >= 0:
+            self.openProjectRequested.emit(self.recent_combo.itemText(index))
+
+    def _choose_output(self) -> None:
+        chosen = QFileDialog.getExistingDirectory(self, "Folder for runs", str(self.settings.output_path))
+        if chosen:
+            self.settings.output_dir = chosen
+            self.settings.save()
+            self.refresh()
+
+    # -- runs -------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        selected = {run.path for run in self.selected_runs()}
+        output = self.settings.output_path
+        self.runs = list_runs(output)
+        hint = "" if self.runs else "  (no runs yet: press “Train this project →” to start one)"
+        self.output_label.setText(f"{output}{hint}")
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(self.runs))
+        for row, run in enumerate(self.runs):
+            epochs = "/".join(str(run.setting(stage, "epochs", "?")) for stage in ("teacher", "matcher", "student"))
+            values = [run.name, run.status, run.created.replace("T", " ")[:19], run.setting("student", "arch"),
+                      run.setting("distill", "loss"), epochs]
+            values += [self._format(run.final_value(key)) for key in ("test_oa", "test_macro_f1")]
+            values.append(run.device)
+            for column, value in enumerate(values):
+                item = QTableWidgetItem(str(value))
+                item.setData(Qt.ItemDataRole.UserRole, str(run.path))
+                if column == 1 and run.resumable:
+                    item.setForeground(Qt.GlobalColor.darkYellow)
+                self.table.setItem(row, column, item)
+        for row, run in enumerate(self.runs):
+            if run.path in selected:
+                self.table.selectRow(row)
+        self._selection_changed()
+
+    @staticmethod
+    def _format(value: float | None) -> str:
+        return "" if value is None else f"{value:.3f}"
+
+    def selected_runs(self) -> list[RunInfo]:
+        rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})
+        return [self.runs[row] for row in rows if row < len(self.runs)]
+
+    def select_runs(self, paths: list[Path]) -> None:
+        self.table.clearSelection()
+        mode = self.table.selectionMode()
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
+        for row, run in enumerate(self.runs):
+            if run.path in paths:
+                self.table.selectRow(row)
+        self.table.setSelectionMode(mode)
+
+    def _selection_changed(self) -> None:
+        runs = self.selected_runs()
+        single = runs[0] if len(runs) == 1 else None
+        self.resume_button.setEnabled(single is not None and single.resumable)
+        self.show_button.setEnabled(single is not None)
+        self.folder_button.setEnabled(single is not None)
+        self.bundle_button.setEnabled(single is not None and single.has_bundle)
+        metrics = sorted(set().union(*(run.metric_names() for run in runs))) if runs else []
+        current = self.metric_combo.currentText()
+        self.metric_combo.blockSignals(True)
+        self.metric_combo.clear()
+        self.metric_combo.addItems(metrics)
+        preferred = [current] + [m for m in metrics if "val" in m and ("oa" in m or "acc" in m)]
+        for name in preferred:
+            if name in metrics:
+                self.metric_combo.setCurrentText(name)
+                break
+        self.metric_combo.blockSignals(False)
+        self._update_comparison()
+
+    def _update_comparison(self) -> None:
+        runs = self.selected_runs()
+        metric = self.metric_combo.currentText()
+        plot = self.compare_plot.getPlotItem()
+        plot.clear()
+        self.compare_legend.clear()
+        plot.setTitle(f"student {metric}" if metric else "Select runs to compare")
+        for number, run in enumerate(runs):
+            xs, ys = run.curve(metric)
+            colour = PALETTE[number % len(PALETTE)]
+            curve = plot.plot(xs, ys, pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=5,
+                              symbolBrush=colour, symbolPen=None)
+            self.compare_legend.addItem(curve, run.name)
+        keys = [key for key in FINAL_KEYS if any(run.final_value(key) is not None for run in runs)]
+        fields = ["status", "student", "KD loss", "SSM / DynM / OT"] + keys
+        self.compare_table.clear()
+        self.compare_table.setRowCount(len(fields))
+        self.compare_table.setVerticalHeaderLabels(fields)
+        self.compare_table.setColumnCount(len(runs))
+        self.compare_table.setHorizontalHeaderLabels([run.name for run in runs])
+        for column, run in enumerate(runs):
+            parts = ("ssm", "dynm", "ot1")
+            switches = " / ".join("on" if run.setting("distill", part, False) else "off" for part in parts)
+            values = [run.status, run.setting("student", "arch"), run.setting("distill", "loss"), switches]
+            values += [self._format(run.final_value(key)) for key in keys]
+            for row, value in enumerate(values):
+                self.compare_table.setItem(row, column, QTableWidgetItem(str(value)))
+        self.compare_table.resizeColumnsToContents()
+
+    def _resume_selected(self) -> None:
+        runs = self.selected_runs()
+        if len(runs) == 1 and runs[0].resumable:
+            self.resumeRequested.emit(str(runs[0].path))
+
+    def _show_selected(self) -> None:
+        runs = self.selected_runs()
+        if len(runs) == 1:
+            self.showRunRequested.emit(str(runs[0].path))
+
+    def _open_selected_folder(self) -> None:
+        runs = self.selected_runs()
+        if len(runs) == 1:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(runs[0].path)))
+
+    def _use_selected_bundle(self) -> None:
+        runs = self.selected_runs()
+        if len(runs) == 1 and runs[0].has_bundle:
+            self.useBundleRequested.emit(str(runs[0].path / "model.sembridge"))

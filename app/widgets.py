@@ -1,0 +1,164 @@
+"""Small shared widgets and display helpers (path fields with drag-and-drop, thumbnails)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PySide6.QtCore import QUrl, Qt, Signal
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage
+from PySide6.QtWidgets import (
+    QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget,
+)
+
+
+def local_paths(urls: Sequence[QUrl]) -> list[Path]:
+    return [Path(url.toLocalFile()) for url in urls if url.isLocalFile()]
+
+
+def stretch_to_rgb8(array: np.ndarray, rgb: Sequence[int] = (0, 1, 2), low: float = 2.0,
+                    high: float = 98.0) -> np.ndarray:
+    """(C,H,W) image of any dtype -> (H,W,3) uint8 with a per-channel percentile stretch,
+    the usual way to look at multispectral data whose range is far from 0..255."""
+    if array.ndim == 2:
+        array = array[None]
+    channels = array.shape[0]
+    picked = [min(i, channels - 1) for i in rgb] if channels >= 3 else [0, 0, 0]
+    data = array[picked].astype(np.float32)
+    lo = np.percentile(data, low, axis=(1, 2), keepdims=True)
+    hi = np.percentile(data, high, axis=(1, 2), keepdims=True)
+    scaled = (data - lo) / np.maximum(hi - lo, 1e-6)
+    return (np.clip(scaled, 0.0, 1.0) * 255).astype(np.uint8).transpose(1, 2, 0).copy()
+
+
+def display_rgb8(array: np.ndarray, rgb: Sequence[int] = (0, 1, 2)) -> np.ndarray:
+    """8-bit colour images as they are; anything else (16-bit, float, multispectral) stretched."""
+    if array.dtype == np.uint8 and array.ndim == 3 and array.shape[0] == 3 and tuple(rgb) == (0, 1, 2):
+        return np.ascontiguousarray(array.transpose(1, 2, 0))
+    return stretch_to_rgb8(array, rgb)
+
+
+def rgb8_to_qimage(rgb: np.ndarray) -> QImage:
+    """(H,W,3) uint8 -> an owning QImage (safe to build in a worker thread)."""
+    height, width, _ = rgb.shape
+    data = np.ascontiguousarray(rgb)
+    return QImage(data.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
+
+
+class PathField(QWidget):
+    """A path line edit with Browse buttons that also accepts a dropped file or folder."""
+
+    pathChanged = Signal(str)
+
+    def __init__(self, placeholder: str = "", *, folder: bool = True, file_filter: str = "",
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAcceptDrops(True)
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText(placeholder)
+        self.edit.setAcceptDrops(False)
+        self.edit.textChanged.connect(self.pathChanged)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.edit, 1)
+        self._filter = file_filter
+        if folder:
+            folder_button = QPushButton("Folder…")
+            folder_button.clicked.connect(self._choose_folder)
+            layout.addWidget(folder_button)
+        if file_filter:
+            file_button = QPushButton("File…")
+            file_button.clicked.connect(self._choose_file)
+            layout.addWidget(file_button)
+
+    def path(self) -> str:
+        return self.edit.text().strip()
+
+    def set_path(self, path: str | Path) -> None:
+        """Choosing the same path again re-announces it (e.g. to re-scan a folder)."""
+        if self.edit.text() == str(path):
+            self.pathChanged.emit(str(path))
+        else:
+            self.edit.setText(str(path))
+
+    def _choose_folder(self) -> None:
+        chosen = QFileDialog.getExistingDirectory(self, "Choose a folder", self.path())
+        if chosen:
+            self.set_path(chosen)
+
+    def _choose_file(self) -> None:
+        chosen, _ = QFileDialog.getOpenFileName(self, "Choose a file", self.path(), self._filter)
+        if chosen:
+            self.set_path(chosen)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = local_paths(event.mimeData().urls())
+        if paths:
+            self.set_path(paths[0])
+            event.acceptProposedAction()
+
+
+class DropArea(QFrame):
+    """A dashed frame that reports dropped local files and folders."""
+
+    pathsDropped = Signal(list)
+
+    def __init__(self, text: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAcceptDrops(True)
+        self.setObjectName("dropArea")
+        self.setStyleSheet("#dropArea { border: 2px dashed palette(mid); border-radius: 6px; }")
+        self.setMinimumHeight(56)
+        label = QLabel(text)
+        label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        label.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(label)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = local_paths(event.mimeData().urls())
+        if paths:
+            event.acceptProposedAction()
+            self.pathsDropped.emit(paths)
+
+
+def error_label() -> QLabel:
+    """An inline, word-wrapped label for user-facing errors (hidden while empty)."""
+    label = QLabel()
+    label.setWordWrap(True)
+    label.setStyleSheet("color: #b00020;")
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    label.hide()
+    return label
+
+
+def show_error(label: QLabel, message: str) -> None:
+    label.setText(message)
+    label.setVisible(bool(message))
+
+
+def human_bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def human_seconds(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

@@ -1,0 +1,191 @@
+"""Background workers: each runs one engine job in a QThread and turns engine events into Qt
+signals, so the UI thread never trains, reads imagery or labels scenes itself.
+
+Signals are throttled: BatchProgress arrives at most ``MAX_UPDATES_PER_SECOND`` times a second
+(plus the last batch of each epoch), because every signal costs the UI thread a repaint and the
+training thread a GIL hand-over.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import QThread, Signal
+
+from sembridge_engine.events import (
+    BatchProgress, CancelToken, Cancelled, CheckpointSaved, EpochFinished, LogLine,
+    MatchingUpdated, RunFailed, RunFinished, StageFinished, StageStarted,
+)
+
+MAX_UPDATES_PER_SECOND = 20
+log = logging.getLogger(__name__)
+
+Job = Callable[[Callable[[Any], None], CancelToken], Any]
+_running: set["EngineWorker"] = set()
+
+
+def stop_all_workers(timeout_ms: int = 120000) -> None:
+    """Cancel every running worker and wait for it (on quit, and between tests)."""
+    for worker in list(_running):
+        worker.cancel()
+    for worker in list(_running):
+        worker.wait(timeout_ms)
+        _running.discard(worker)
+
+
+class EngineWorker(QThread):
+    """Runs ``job(callback, cancel)`` in its own thread.
+
+    Outcome signals: ``succeeded(result)`` or ``failed(message, cancelled)``, then QThread's own
+    ``finished``. The result object is whatever the engine function returned.
+    """
+
+    stageStarted = Signal(str, int)
+    stageFinished = Signal(str)
+    batchProgress = Signal(str, int, int, int)
+    epochFinished = Signal(str, int, int, object)
+    matchingUpdated = Signal(int, str, float)
+    checkpointSaved = Signal(str, int, str)
+    logLine = Signal(str, str)
+    runFinished = Signal(str, object)
+    succeeded = Signal(object)
+    failed = Signal(str, bool)
+
+    def __init__(self, job: Job, parent=None) -> None:
+        super().__init__(parent)
+        self._job = job
+        self.cancel_token = CancelToken()
+        self.result: Any = None
+        self.error: str = ""
+        self.was_cancelled = False
+        self._last_progress = 0.0
+        self._min_interval = 1.0 / MAX_UPDATES_PER_SECOND
+        self.finished.connect(lambda: _running.discard(self))
+
+    def start(self, *args) -> None:
+        _running.add(self)
+        super().start(*args)
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next cancellation check (the next batch)."""
+        self.cancel_token.cancel()
+
+    def run(self) -> None:
+        try:
+            self.result = self._job(self.on_event, self.cancel_token)
+        except Cancelled:
+            self.was_cancelled = True
+            self.error = "Cancelled by the user."
+        except Exception as exc:  # a failed job is reported to the UI, never kills the app
+            log.error("background job failed:\n%s", traceback.format_exc())
+            self.error = str(exc).strip() or type(exc).__name__
+        if self.error:
+            self.failed.emit(self.error, self.was_cancelled)
+        else:
+            self.succeeded.emit(self.result)
+
+    def on_event(self, event: Any) -> None:
+        """Engine callback (worker thread): forward as signals, dropping surplus progress."""
+        if isinstance(event, BatchProgress):
+            now = time.monotonic()
+            if event.done < event.total and now - self._last_progress < self._min_interval:
+                return
+            self._last_progress = now
+            self.batchProgress.emit(event.stage, event.epoch, event.done, event.total)
+        elif isinstance(event, EpochFinished):
+            self.epochFinished.emit(event.stage, event.epoch, event.epochs, dict(event.metrics))
+        elif isinstance(event, StageStarted):
+            self.stageStarted.emit(event.stage, event.epochs)
+        elif isinstance(event, StageFinished):
+            self.stageFinished.emit(event.stage)
+        elif isinstance(event, MatchingUpdated):
+            self.matchingUpdated.emit(event.epoch, event.kind, float(event.changed_fraction))
+        elif isinstance(event, CheckpointSaved):
+            self.checkpointSaved.emit(event.stage, event.epoch, event.path)
+        elif isinstance(event, LogLine):
+            self.logLine.emit(event.message, event.level)
+        elif isinstance(event, RunFinished):
+            self.runFinished.emit(event.run_dir, dict(event.summary))
+        elif isinstance(event, RunFailed):
+            self.was_cancelled = self.was_cancelled or event.cancelled
+            if event.cancelled:
+                self.error = "Cancelled by the user."
+            else:
+                self.error = event.error
+
+
+def warm_up_engine() -> None:
+    """Do once, at start-up while the window is idle, what a run would otherwise do on its first
+    steps: import what it imports lazily (POT at the first transport cost, the exporter and ONNX
+    runtime at the end), open one GeoTIFF (GDAL set-up) and let torch set up its CPU kernels and
+    autograd with one tiny forward/backward pass. These hold the GIL for long stretches and would
+    otherwise freeze the UI at the start of the first run."""
+    import importlib
+
+    for module in ("sembridge_engine.training", "sembridge_engine.export", "sembridge_engine.labelling.scene",
+                   "safetensors.torch", "ot", "onnxruntime", "torch.onnx"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            log.warning("could not pre-import %s", module)
+    import torch
+
+    from resources import demo_project
+    from sembridge_engine.data.readers import read_image
+    from sembridge_engine.models.backbones import available_backbones, build_backbone
+
+    for tile in sorted((demo_project() / "ms").glob("*/*.tif"))[:1]:
+        read_image(tile)  # GDAL registers its drivers on the first read
+
+    small = "shufflenet_v2_x0_5"
+    model = build_backbone(small if small in available_backbones() else available_backbones()[0], 3, 2)
+    model(torch.zeros(2, 3, 32, 32)).sum().backward()
+
+
+class TrainWorker(EngineWorker):
+    """training.train(config) or, with ``resume_dir``, training.resume(run_dir)."""
+
+    def __init__(self, config: Any = None, *, run_dir: Path | None = None,
+                 resume_dir: Path | None = None, parent=None) -> None:
+        if (config is None) == (resume_dir is None):
+            raise ValueError("TrainWorker needs either a config or a run folder to resume")
+        self.config = config
+        self.run_dir = Path(resume_dir) if resume_dir else (Path(run_dir) if run_dir else None)
+        self.resuming = resume_dir is not None
+        super().__init__(self._train, parent)
+
+    def on_event(self, event: Any) -> None:
+        if isinstance(event, (RunFinished, RunFailed)):
+            self.run_dir = Path(event.run_dir)
+        super().on_event(event)
+
+    def _train(self, callback, cancel):
+        from sembridge_engine import training
+
+        if self.resuming:
+            result = training.resume(self.run_dir, callback=callback, cancel=cancel)
+        else:
+            result = training.train(self.config, run_dir=self.run_dir, callback=callback, cancel=cancel)
+        self.run_dir = Path(result.run_dir)
+        return result
+
+
+def run_in_worker(function: Callable[..., Any], *args: Any, parent=None, **kwargs: Any) -> EngineWorker:
+    """A worker for an engine function that takes ``callback=`` and ``cancel=`` keywords."""
+
+    def job(callback, cancel):
+        return function(*args, callback=callback, cancel=cancel, **kwargs)
+
+    return EngineWorker(job, parent)
+
+
+def plain_worker(function: Callable[..., Any], *args: Any, parent=None, **kwargs: Any) -> EngineWorker:
+    """A worker for a function without events (file discovery, bundle loading, planning)."""
+
+    def job(callback, cancel):
+        return function(*args, **kwargs)
+
+    return EngineWorker(job, parent)

@@ -1,0 +1,125 @@
+"""How long does the Qt event loop stall while a training run is going on in the worker thread?
+
+A 10 ms QTimer probe records the gap between its ticks while a short REAL run (demo project,
+shufflenet_v2_x0_5, 32 px tiles) trains in a TrainWorker and the Monitor panel draws its events.
+Prints max / p99 / p50 gaps (the target is a max gap under 100 ms) and the signal rate.
+Settings, runs and the teacher cache go to a temporary folder.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python tests/benchmarks/bench_gui_stall.py [--student-epochs 3]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE_MS = 10
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--student-epochs", type=int, default=3)
+    parser.add_argument("--loss", default="kd")
+    parser.add_argument("--override", action="append", default=[],
+                        help="extra config override, e.g. --override train.workers=1 (repeatable)")
+    parser.add_argument("--switch-interval-ms", type=float, default=0.0,
+                        help="set sys.setswitchinterval (GIL hand-over period) for an experiment")
+    args = parser.parse_args()
+    if args.switch_interval_ms:
+        sys.setswitchinterval(args.switch_interval_ms / 1000)
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as app.main does; try =ACTIVE to compare
+    home = Path(tempfile.mkdtemp(prefix="sembridge-bench-"))
+    os.environ["SEMBRIDGE_STUDIO_HOME"] = str(home)
+    os.environ["SEMBRIDGE_CACHE_DIR"] = str(home / "cache")
+    sys.path.insert(0, str(ROOT))
+
+    from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.monitor import MonitorPanel
+    from app.workers import TrainWorker, warm_up_engine
+    from resources import demo_project
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    started = time.perf_counter()
+    warm_up_engine()  # what the app does at start-up, before any run
+    from sembridge_engine.config import apply_overrides, load_config
+
+    import_seconds = time.perf_counter() - started
+    config = apply_overrides(load_config(demo_project() / "demo.toml"), [
+        "teacher.arch=shufflenet_v2_x0_5", "matcher.arch=shufflenet_v2_x0_5", "student.arch=shufflenet_v2_x0_5",
+        "teacher.epochs=1", "matcher.epochs=1", f"student.epochs={args.student_epochs}",
+        "data.ms_tile_size=32", "data.rgb_tile_size=32", "train.device=cpu", f"distill.loss={args.loss}",
+        f"output_dir={home / 'runs'}", *args.override,
+    ])
+    monitor = MonitorPanel()
+    monitor.resize(1280, 800)
+    monitor.show()
+    worker = TrainWorker(config)
+    monitor.attach(worker, "benchmark run")
+    counts = {"batch": 0, "epoch": 0}
+    worker.batchProgress.connect(lambda *_: counts.__setitem__("batch", counts["batch"] + 1))
+    worker.epochFinished.connect(lambda *_: counts.__setitem__("epoch", counts["epoch"] + 1))
+
+    settle = QEventLoop()
+    QTimer.singleShot(500, settle.quit)
+    settle.exec()  # the first paint of the panel is start-up cost, not a stall during training
+
+    run_started = time.perf_counter()
+    timeline: list[tuple[float, str]] = []
+    worker.stageStarted.connect(lambda stage, _e: timeline.append((time.perf_counter() - run_started, f"{stage} started")))
+    worker.epochFinished.connect(lambda stage, epoch, _n, _m: timeline.append(
+        (time.perf_counter() - run_started, f"{stage} epoch {epoch} finished")))
+    worker.matchingUpdated.connect(lambda epoch, kind, _c: timeline.append(
+        (time.perf_counter() - run_started, f"{kind} matching at epoch {epoch}")))
+    worker.runFinished.connect(lambda *_: timeline.append((time.perf_counter() - run_started, "results shown")))
+    gaps: list[float] = []
+    ends: list[float] = []
+    clock = QElapsedTimer()
+    probe = QTimer()
+    probe.setInterval(PROBE_MS)
+
+    def tick() -> None:
+        gaps.append(clock.nsecsElapsed() / 1e6)
+        ends.append(time.perf_counter() - run_started)
+        clock.restart()
+
+    probe.timeout.connect(tick)
+    loop = QEventLoop()
+    worker.finished.connect(loop.quit)
+    clock.start()
+    probe.start()
+    worker.start()
+    loop.exec()
+    probe.stop()
+    run_seconds = time.perf_counter() - run_started
+    worker.wait()
+
+    values = np.array(gaps[1:])
+    print(f"engine import + warm-up (app start-up, before the probe): {import_seconds:.1f} s")
+    print(f"run: {run_seconds:.1f} s, result: {'ok' if not worker.error else worker.error}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    print(f"probe ticks: {len(values)} at {PROBE_MS} ms")
+    print(f"event-loop gap: max {values.max():.1f} ms, p99 {np.percentile(values, 99):.1f} ms, "
+          f"p95 {np.percentile(values, 95):.1f} ms, p50 {np.percentile(values, 50):.1f} ms")
+    print(f"gaps over 100 ms: {int((values > 100).sum())}, over 50 ms: {int((values > 50).sum())}")
+    print(f"UI signals: {counts['batch']} batch updates ({counts['batch'] / run_seconds:.1f}/s), "
+          f"{counts['epoch']} epoch updates")
+    print("target: max gap < 100 ms ->", "MET" if values.max() < 100 else "NOT MET")
+    print("longest gaps (end time in the run, and the last UI event before it):")
+    for index in np.argsort(values)[::-1][:5]:
+        end = ends[index + 1]
+        before = [label for moment, label in timeline if moment <= end]
+        print(f"  {values[index]:6.1f} ms ending at {end:6.2f} s, after: {before[-1] if before else 'start'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

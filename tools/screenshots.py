@@ -1,0 +1,130 @@
+"""Render every main screen of SemBridge Studio offscreen to docs/screenshots/*.png.
+
+Uses the bundled demo project and short REAL training runs (tiny epochs via apply_overrides), so
+the plots, confusion matrix, classification grid and label map show actual results.
+Settings, runs and the teacher cache go to a temporary folder; the user's own are untouched.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python tools/screenshots.py [--out docs/screenshots]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOT_OVERRIDES = [
+    "teacher.arch=shufflenet_v2_x0_5", "matcher.arch=shufflenet_v2_x0_5", "student.arch=shufflenet_v2_x0_5",
+    "teacher.epochs=10", "matcher.epochs=4", "student.epochs=14", "distill.e0=4", "distill.delta_e=4",
+    "distill.e_mu=1", "data.ms_tile_size=32", "data.rgb_tile_size=48", "train.device=cpu",
+]
+BASELINE_OVERRIDES = ["distill.loss=none", "distill.params={}", "distill.ot1=false", "distill.ot2=false",
+                      "name=baseline"]
+
+
+def wait_for(signal, timeout_ms: int) -> None:
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    signal.connect(loop.quit)
+    QTimer.singleShot(timeout_ms, loop.quit)
+    loop.exec()
+
+
+def settle(app, milliseconds: int = 150) -> None:
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    QTimer.singleShot(milliseconds, loop.quit)
+    loop.exec()
+    app.processEvents()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    args = parser.parse_args()
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as app.main does
+    home = Path(tempfile.mkdtemp(prefix="sembridge-shots-"))
+    os.environ["SEMBRIDGE_STUDIO_HOME"] = str(home)
+    os.environ["SEMBRIDGE_CACHE_DIR"] = str(home / "cache")
+    sys.path.insert(0, str(ROOT))
+
+    from PySide6.QtWidgets import QApplication
+
+    from app.main_window import MainWindow
+    from app.settings import Settings
+    from resources import demo_project
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    args.out.mkdir(parents=True, exist_ok=True)
+    window = MainWindow(Settings.load(), demo_project() / "demo.toml")
+    window.resize(1280, 900)
+    window.show()
+    wait_for(window.projectLoaded, 120000)
+
+    def shoot(name: str) -> None:
+        settle(app)
+        path = args.out / f"{name}.png"
+        window.grab().save(str(path))
+        print(f"wrote {path}")
+
+    shoot("projects")
+    wizard = window.train_page.wizard
+    window.show_page("Train")
+    wait_for(wizard.page_data.inspected, 60000)
+    shoot("wizard_1_data")
+    for name in ("classes", "models", "distill", "training", "review"):
+        if name == "training":
+            wizard.page_training.output_field.set_path(home / "runs")
+        wizard.next()
+        number = ("classes", "models", "distill", "training", "review").index(name) + 2
+        shoot(f"wizard_{number}_{name}")
+
+    from sembridge_engine.config import apply_overrides
+
+    config = apply_overrides(wizard.config, [*SHOT_OVERRIDES, f"output_dir={home / 'runs'}"])
+    baseline = window.start_training(apply_overrides(config, BASELINE_OVERRIDES))
+    while window.train_worker is baseline:
+        settle(app, 200)
+    worker = window.start_training(config)
+    student_epochs = window.monitor.history["student"]
+    while window.train_worker is worker and len(student_epochs) < 3:
+        settle(app, 200)
+    shoot("monitor_running")
+    while window.train_worker is worker:
+        settle(app, 200)
+    settle(app, 500)
+    shoot("monitor_finished")
+
+    window.show_page("Projects & runs")
+    window.runs_panel.select_runs([run.path for run in window.runs_panel.runs])
+    shoot("runs_compare")
+
+    window.show_page("Classify")
+    panel = window.classify_panel
+    rgb = demo_project() / "rgb"
+    panel.add_paths([rgb / name for name in ("Forest", "River", "Residential", "Highway")])
+    wait_for(panel.classified, 300000)
+    panel.sort_combo.setCurrentIndex(2)
+    shoot("classify")
+
+    window.show_page("Label map")
+    label = window.label_panel
+    if label.bundle is None:
+        wait_for(label.bundleLoaded, 120000)
+    label.add_scenes([demo_project() / "scene" / "scene_subset.tif"])
+    wait_for(label.planned, 120000)
+    label.output_field.set_path(home / "maps")
+    label.start()
+    wait_for(label.labelled, 600000)
+    shoot("label_map")
+    window.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
