@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -12,17 +11,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..training import resume
-    from .train import ProgressPrinter, report
+    from .train import run_with_progress
 
-    printer = ProgressPrinter()
-    try:
-        result = resume(args.run_dir, callback=printer)
-    except KeyboardInterrupt:
-        printer.close()
-        raise
-    except Exception as error:
-        printer.close()
-        print(f"error: cannot resume {args.run_dir}: {error}", file=sys.stderr)
-        return 1
-    printer.close()
-    return report(result)
+    return run_with_progress(lambda printer: resume(args.run_dir, callback=printer), f"cannot resume {args.run_dir}")

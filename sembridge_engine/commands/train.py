@@ -104,6 +104,20 @@ def report(result) -> int:
     return 0
 
 
+def run_with_progress(job, failure: str) -> int:
+    """Run a training job behind a progress bar; print its summary, or one clear error line."""
+    printer = ProgressPrinter()
+    try:
+        try:
+            result = job(printer)
+        finally:
+            printer.close()
+    except Exception as error:
+        print(f"error: {failure}: {error}", file=sys.stderr)
+        return 1
+    return report(result)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError, apply_overrides, load_config
     from ..training import train
@@ -117,15 +131,4 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"error: invalid configuration: {error}", file=sys.stderr)
         return 2
-    printer = ProgressPrinter()
-    try:
-        result = train(config, run_dir=args.out, callback=printer)
-    except KeyboardInterrupt:
-        printer.close()
-        raise
-    except Exception as error:
-        printer.close()
-        print(f"error: training failed: {error}", file=sys.stderr)
-        return 1
-    printer.close()
-    return report(result)
+    return run_with_progress(lambda printer: train(config, run_dir=args.out, callback=printer), "training failed")
