@@ -11,6 +11,7 @@ Scores are OA and macro F1 on the held-out RGB test split (never used for model 
 
     python tests/benchmarks/fidelity.py --quick          # (a)-(c), one seed, light pair, < 30 min
     python tests/benchmarks/fidelity.py                  # everything, 3 seeds, both pairs (hours)
+    python tests/benchmarks/fidelity.py --budget quick --pairs r34-shufflenet   # every variant, quick budget
 """
 from __future__ import annotations
 
@@ -153,10 +154,12 @@ def plot_transport(runs: dict[str, Path], png: Path) -> None:
             curve = student_curve(run_dir, key)
             if curve:
                 axis.plot(*zip(*curve), label=label)
-        axis.set_title(f"Transport cost (exact W2², probe set), {title}")
+        axis.set_title(f"Transport cost, {title}")
         axis.set_xlabel("student epoch")
         axis.set_ylabel("Wasserstein cost")
         axis.legend()
+    fig.suptitle("Exact Wasserstein cost (POT EMD, squared Euclidean) between student and matched teachers, fixed probe set",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(png, dpi=120)
     plt.close(fig)
@@ -166,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=REPO / "bench_runs" / "fidelity")
-    parser.add_argument("--quick", action="store_true", help="(a)-(c), one seed, the light pair")
+    parser.add_argument("--quick", action="store_true", help="(a)-(c), one seed, the light pair, quick budget")
+    parser.add_argument("--budget", choices=("quick", "full"), help="epochs and tile sizes (default: full, or quick with --quick)")
     parser.add_argument("--pairs", nargs="+", choices=sorted(PAIRS), default=None)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--report", type=Path, help="also write the markdown report here")
@@ -175,11 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no shared data at {args.data} (expects ms/ and rgb/ inside)", file=sys.stderr)
         return 2
 
-    mode = "quick" if args.quick else "full"
-    out = (args.out / mode).resolve()
+    budget = args.budget or ("quick" if args.quick else "full")
+    mode = "quick" if args.quick else f"all variants, {budget} budget"
+    out = (args.out / budget).resolve()
     out.mkdir(parents=True, exist_ok=True)
     config = write_base_config(args.data.resolve(), out)
-    settings = QUICK_SETTINGS if args.quick else FULL_SETTINGS
+    settings = QUICK_SETTINGS if budget == "quick" else FULL_SETTINGS
     variants = [v for v in VARIANTS if not args.quick or v.key in QUICK_VARIANTS]
     pairs = args.pairs or (["r34-shufflenet"] if args.quick else sorted(PAIRS))
     seeds = range(1 if args.quick else args.seeds)
