@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", nargs="+", choices=sorted(PAIRS), default=None)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--report", type=Path, help="also write the markdown report here")
+    parser.add_argument("--report-only", action="store_true", help="train nothing; report the runs finished so far")
     args = parser.parse_args(argv)
     if not (args.data / "ms").is_dir() or not (args.data / "rgb").is_dir():
         print(f"no shared data at {args.data} (expects ms/ and rgb/ inside)", file=sys.stderr)
@@ -198,10 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             for variant in sorted(variants, key=lambda v: v.key != "c_kd_sembridge"):
                 run_dir = out / pair / variant.key / f"seed{seed}"
-                is_teacher_run = run_dir == teacher_run
-                ensure_run(config, run_dir, settings | PAIRS[pair] | variant.settings | {"train.seed": seed},
-                           None if is_teacher_run else teacher_run)
-                results.setdefault(pair, {}).setdefault(variant.key, []).append(summary_of(run_dir))
+                if not args.report_only:
+                    ensure_run(config, run_dir, settings | PAIRS[pair] | variant.settings | {"train.seed": seed},
+                               None if run_dir == teacher_run else teacher_run)
+                runs = results.setdefault(pair, {}).setdefault(variant.key, [])
+                if run_status(run_dir) == "finished":
+                    runs.append(summary_of(run_dir))
 
         teacher_summary = summary_of(teacher_run)
         report += [f"### {pair}: teacher `{PAIRS[pair]['teacher.arch']}` -> student `{PAIRS[pair]['student.arch']}`", "",
@@ -210,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
                    "|---|---|---|---|---|"]
         for variant in variants:
             runs = results[pair][variant.key]
+            if not runs:
+                report.append(f"| {variant.label} | 0 | not run yet | | |")
+                continue
             minutes = statistics.mean(student_seconds(r) for r in runs) / 60
             report.append(f"| {variant.label} | {len(runs)} | {mean_std([r['test_oa'] for r in runs])} | "
                           f"{mean_std([r['test_macro_f1'] for r in runs])} | {minutes:.1f} |")
