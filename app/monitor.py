@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer, QUrl, Qt, Signal
-from PySide6.QtGui import QDesktopServices, QTextCursor
+from PySide6.QtCore import QPointF, QRectF, QTimer, QUrl, Qt, Signal
+from PySide6.QtGui import QColor, QDesktopServices, QTextCursor
 from PySide6.QtWidgets import (
     QComboBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton,
     QSplitter, QVBoxLayout, QWidget,
@@ -245,6 +245,38 @@ class MetricPlot(pg.PlotWidget):
         self.markers.clear()
 
 
+class CellCounts(pg.GraphicsObject):
+    """The counts of a matrix written in its unit cells, all in one item. One pg.TextItem per cell
+    (a rich-text document each) cost 1-2 ms of UI thread to create and add: a freeze that grew
+    with classes² when a run's results were shown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: list[tuple[float, float, str, QColor]] = []
+        self.grid = (0, 0)  # rows, columns (not "shape": that is a QGraphicsItem method)
+
+    def set_counts(self, matrix: np.ndarray | None, dark: np.ndarray | None = None) -> None:
+        """``dark[row, column]`` True writes that count in black (on a light cell), else white."""
+        self.prepareGeometryChange()
+        black, white = QColor("#000000"), QColor("#ffffff")
+        self.cells = [] if matrix is None else [
+            (column + 0.5, row + 0.5, f"{int(count)}", black if dark is not None and dark[row, column] else white)
+            for (row, column), count in np.ndenumerate(matrix)]
+        self.grid = (0, 0) if matrix is None else matrix.shape
+        self.update()
+
+    def boundingRect(self) -> QRectF:
+        return QRectF(0, 0, self.grid[1], self.grid[0])
+
+    def paint(self, painter, *_args) -> None:
+        to_device = painter.transform()
+        painter.resetTransform()  # text at its pixel size, upright whatever the view's scale or flip
+        for x, y, text, colour in self.cells:
+            centre = to_device.map(QPointF(x, y))
+            painter.setPen(colour)
+            painter.drawText(QRectF(centre.x() - 60, centre.y() - 20, 120, 40), Qt.AlignmentFlag.AlignCenter, text)
+
+
 class ConfusionView(pg.PlotWidget):
     """Confusion matrix heatmap (row = true class, column = predicted), counts written in cells."""
 
@@ -255,24 +287,20 @@ class ConfusionView(pg.PlotWidget):
         self.image = pg.ImageItem(axisOrder="row-major")
         self.image.setLookupTable(pg.colormap.get("viridis").getLookupTable(0.0, 1.0, 256))
         self.addItem(self.image)
+        self.counts = CellCounts()
+        self.addItem(self.counts, ignoreBounds=True)
         self.getViewBox().invertY(True)
-        self.texts: list[pg.TextItem] = []
         self.matrix: np.ndarray | None = None
 
     def clear_matrix(self) -> None:
         self.image.clear()
-        for text in self.texts:
-            self.removeItem(text)
-        self.texts = []
+        self.counts.set_counts(None)
         self.matrix = None
         self.getAxis("bottom").setTicks(None)
         self.getAxis("left").setTicks(None)
 
     def set_matrix(self, matrix: np.ndarray, class_names: list[str]) -> None:
         self.matrix = matrix
-        for text in self.texts:
-            self.removeItem(text)
-        self.texts = []
         rows = matrix.sum(axis=1, keepdims=True)
         normalised = matrix / np.maximum(rows, 1)
         self.image.setImage(normalised, levels=(0.0, 1.0))
@@ -281,12 +309,7 @@ class ConfusionView(pg.PlotWidget):
         columns = [name[:4] for name in class_names]
         self.getAxis("bottom").setTicks([[(i + 0.5, label) for i, label in enumerate(columns)]])
         self.getAxis("left").setTicks([[(i + 0.5, label) for i, label in enumerate(rows)]])
-        for (row, column), count in np.ndenumerate(matrix):
-            colour = "#000000" if normalised[row, column] > 0.6 else "#ffffff"
-            text = pg.TextItem(f"{int(count)}", color=colour, anchor=(0.5, 0.5))
-            text.setPos(column + 0.5, row + 0.5)
-            self.addItem(text)
-            self.texts.append(text)
+        self.counts.set_counts(matrix, normalised > 0.6)
         self.autoRange()
 
 

@@ -143,6 +143,15 @@ def warm_up_engine() -> None:
     small = "shufflenet_v2_x0_5"
     model = build_backbone(small if small in available_backbones() else available_backbones()[0], 3, 2)
     model(torch.zeros(2, 3, 32, 32)).sum().backward()
+    del model
+    # The imports above leave ~450k long-lived objects (modules, functions, types) that every
+    # full garbage collection walks: ~230 ms holding the GIL on whichever thread triggers it, which
+    # froze the UI early in the first run. Collect once now, then move the survivors to the
+    # permanent generation so later collections skip them (they live as long as the app anyway).
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 class TrainWorker(EngineWorker):
