@@ -229,3 +229,28 @@ def test_cli_train_prints_a_summary_and_fails_clearly(tmp_path, capsys):
     assert main(["train", "--config", config, "--set", "distill.loss=magic"]) == 2
     assert "distill.loss" in capsys.readouterr().err
     assert main(["resume", str(tmp_path / "missing")]) == 1
+
+
+def test_multi_label_manifest_trains_a_bce_teacher_and_matches_within_every_label(tmp_path):
+    """A BigEarthNet-style CSV manifest: River tiles also carry Forest; the student stays single-label."""
+    ms_root = demo_project() / "ms"
+    labels_of = {}
+    rows = ["path,labels"]
+    for tile in sorted(ms_root.glob("*/*.tif")):
+        labels = [tile.parent.name] + (["Forest"] if tile.parent.name == "River" else [])
+        labels_of[str(tile)] = set(labels)
+        rows.append(f"{tile},{';'.join(labels)}")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+
+    with teacher_cache(tmp_path / "cache"):
+        result = train(tiny_config(f"data.ms_path={manifest}"), run_dir=tmp_path / "run")
+
+    assert result.status == "finished"
+    teacher_rows = [row for row in read_metrics(result.run_dir) if row["stage"] == "teacher"]
+    assert teacher_rows and all(0.0 <= row["val_macro_f1"] <= 1.0 for row in teacher_rows)
+    assert json.loads((result.run_dir / "student.json").read_text())["num_classes"] == N_CLASSES
+    for table in sorted((result.run_dir / "matches").glob("round_*.csv")):
+        with table.open() as handle:
+            for row in csv.DictReader(handle):
+                assert row["class"] in labels_of[row["ms_path"]], f"{table.name}: {row}"
