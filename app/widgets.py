@@ -45,7 +45,21 @@ def rgb8_to_qimage(rgb: np.ndarray) -> QImage:
     return QImage(data.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
 
 
-class PathField(QWidget):
+class LocalPathDrops:
+    """Mixin for widgets that take dropped local files/folders and hand them to ``paths_dropped``."""
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = local_paths(event.mimeData().urls())
+        if paths:
+            event.acceptProposedAction()
+            self.paths_dropped(paths)
+
+
+class PathField(LocalPathDrops, QWidget):
     """A path line edit with Browse buttons that also accepts a dropped file or folder."""
 
     pathChanged = Signal(str)
@@ -91,18 +105,11 @@ class PathField(QWidget):
         if chosen:
             self.set_path(chosen)
 
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        if event.mimeData().hasUrls():
-            event.acceptProposedAction()
-
-    def dropEvent(self, event: QDropEvent) -> None:
-        paths = local_paths(event.mimeData().urls())
-        if paths:
-            self.set_path(paths[0])
-            event.acceptProposedAction()
+    def paths_dropped(self, paths: list[str]) -> None:
+        self.set_path(paths[0])
 
 
-class DropArea(QFrame):
+class DropArea(LocalPathDrops, QFrame):
     """A dashed frame that reports dropped local files and folders."""
 
     pathsDropped = Signal(list)
@@ -119,15 +126,8 @@ class DropArea(QFrame):
         layout = QVBoxLayout(self)
         layout.addWidget(label)
 
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        if event.mimeData().hasUrls():
-            event.acceptProposedAction()
-
-    def dropEvent(self, event: QDropEvent) -> None:
-        paths = local_paths(event.mimeData().urls())
-        if paths:
-            event.acceptProposedAction()
-            self.pathsDropped.emit(paths)
+    def paths_dropped(self, paths: list[str]) -> None:
+        self.pathsDropped.emit(paths)
 
 
 def error_label() -> QLabel:
