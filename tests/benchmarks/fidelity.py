@@ -12,10 +12,17 @@ Scores are OA and macro F1 on the held-out RGB test split (never used for model 
     python tests/benchmarks/fidelity.py --quick          # (a)-(c), one seed, light pair, < 30 min
     python tests/benchmarks/fidelity.py                  # everything, 3 seeds, both pairs (hours)
     python tests/benchmarks/fidelity.py --budget quick --pairs r34-shufflenet   # every variant, quick budget
+    python tests/benchmarks/fidelity.py --budget quick --variants a_no_kd b_kd_random c_kd_sembridge --seeds 8
+    python tests/benchmarks/fidelity.py --budget quick --sweep   # lambda1 and gamma around (b) and (c)
+
+Runs sharing a seed share the RGB split, the model initialisation and the batch order, so variants
+are compared pairwise per seed (mean difference, wins, paired t-test). The report covers every
+finished run on disk, whichever invocation trained it.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import subprocess
@@ -51,6 +58,26 @@ VARIANTS = [
     Variant("g_kd_pssm", "(g) KD + PSSM, random pairs", {"distill.loss": "kd", "distill.pssm": True} | SEMBRIDGE_OFF),
 ]
 QUICK_VARIANTS = ("a_no_kd", "b_kd_random", "c_kd_sembridge")
+
+# Sensitivity of the two central variants to the method's free weights (the paper's best values
+# are lambda1 = 0.4, gamma = 3).
+SWEEP_VARIANTS = [
+    Variant("s_b_lambda1_0.2", "(b) λ1 = 0.2", VARIANTS[1].settings | {"distill.lambda1": 0.2}),
+    Variant("s_c_lambda1_0.2", "(c) λ1 = 0.2", VARIANTS[2].settings | {"distill.lambda1": 0.2}),
+    Variant("s_b_lambda1_0.7", "(b) λ1 = 0.7", VARIANTS[1].settings | {"distill.lambda1": 0.7}),
+    Variant("s_c_lambda1_0.7", "(c) λ1 = 0.7", VARIANTS[2].settings | {"distill.lambda1": 0.7}),
+    Variant("s_c_gamma_1", "(c) γ = 1", VARIANTS[2].settings | {"distill.gamma": 1.0}),
+    Variant("s_c_gamma_6", "(c) γ = 6", VARIANTS[2].settings | {"distill.gamma": 6.0}),
+]
+SWEEP_BASE = {"s_b": "b_kd_random", "s_c": "c_kd_sembridge"}
+ALL_VARIANTS = {variant.key: variant for variant in VARIANTS + SWEEP_VARIANTS}
+
+# Paired comparisons reported per pair: (better-if-positive, baseline).
+COMPARISONS = [
+    ("c_kd_sembridge", "b_kd_random"), ("c_kd_sembridge", "a_no_kd"), ("b_kd_random", "a_no_kd"),
+    ("c_kd_sembridge", "d_no_ssm"), ("c_kd_sembridge", "d_no_dynm"), ("c_kd_sembridge", "d_no_ot1"),
+    ("c_kd_sembridge", "d_no_ot2"), ("e_dkd_sembridge", "e_dkd"),
+]
 
 PAIRS = {
     "r34-r34": {"teacher.arch": "resnet34", "matcher.arch": "resnet34", "student.arch": "resnet34"},
@@ -118,6 +145,34 @@ def summary_of(run_dir: Path) -> dict:
     return json.loads((run_dir / "run.json").read_text()).get("summary", {})
 
 
+def finished_runs(variant_dir: Path) -> dict[int, dict]:
+    """Summaries of every finished seed of one variant, keyed by seed."""
+    runs = {}
+    for run_dir in variant_dir.glob("seed*"):
+        if run_dir.name[4:].isdigit() and run_status(run_dir) == "finished":
+            runs[int(run_dir.name[4:])] = summary_of(run_dir)
+    return dict(sorted(runs.items()))
+
+
+def teacher_run_for(out: Path, pair: str) -> Path:
+    """The run that trained the teacher and matcher this pair uses: its first SemBridge run, or the
+    run that one reused; before that exists, another pair's with the same teacher and matcher
+    architectures (so a ResNet34 teacher is trained once for both pairs)."""
+    def source(run: Path) -> Path:
+        reused = json.loads((run / "run.json").read_text()).get("teacher_from")
+        return Path(reused) if reused else run
+
+    own = out / pair / "c_kd_sembridge" / "seed0"
+    if run_status(own) != "missing":
+        return source(own)
+    for other, archs in sorted(PAIRS.items()):
+        candidate = out / other / "c_kd_sembridge" / "seed0"
+        same = all(archs[key] == PAIRS[pair][key] for key in ("teacher.arch", "matcher.arch"))
+        if other != pair and same and run_status(candidate) == "finished":
+            return source(candidate)
+    return own
+
+
 def student_curve(run_dir: Path, key: str) -> list[tuple[int, float]]:
     points = []
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
@@ -130,6 +185,26 @@ def student_curve(run_dir: Path, key: str) -> list[tuple[int, float]]:
 def student_seconds(summary: dict) -> float:
     """Sum of the student's epoch times, read from the run's metrics log."""
     return sum(seconds for _, seconds in student_curve(Path(summary["run_dir"]), "epoch_seconds"))
+
+
+def paired_comparison(label: str, better: dict[int, dict], baseline: dict[int, dict]) -> str | None:
+    """One table row: test-OA difference over the seeds both variants finished, a paired t-test, and
+    the smallest true difference these seeds would detect (two-sided 5% test, 80% power)."""
+    from scipy.stats import t, ttest_rel
+
+    seeds = sorted(set(better) & set(baseline))
+    if len(seeds) < 2:
+        return None
+    ours = [better[s]["test_oa"] for s in seeds]
+    theirs = [baseline[s]["test_oa"] for s in seeds]
+    deltas = [100 * (a - b) for a, b in zip(ours, theirs)]
+    wins = sum(d > 0 for d in deltas)
+    ties = sum(d == 0 for d in deltas)
+    p_value = ttest_rel(ours, theirs).pvalue if len(set(deltas)) > 1 else float("nan")
+    spread = statistics.stdev(deltas)
+    detectable = (t.ppf(0.975, len(seeds) - 1) + t.ppf(0.8, len(seeds) - 1)) * spread / len(seeds) ** 0.5
+    return (f"| {label} | {len(seeds)} | {statistics.mean(deltas):+.1f} ± {spread:.1f} | "
+            f"{wins} / {ties} / {len(seeds) - wins - ties} | {p_value:.3f} | {detectable:.1f} |")
 
 
 def mean_std(values: list[float]) -> str:
@@ -165,6 +240,97 @@ def plot_transport(runs: dict[str, Path], png: Path) -> None:
     plt.close(fig)
 
 
+COMPARISON_HEADER = ["| comparison | seeds | Δ OA points (mean ± std) | wins / ties / losses | p | detectable Δ |",
+                     "|---|---|---|---|---|---|"]
+
+
+def teacher_diversity(run_dir: Path) -> list[tuple[float, float]]:
+    """Per matching round (round_0 = the first pairing): distinct MS teachers per class (mean over
+    classes) and the share of its class's RGB tiles that the busiest MS tile teaches (mean)."""
+    rounds = []
+    for table in sorted((run_dir / "matches").glob("round_*.csv"), key=lambda path: int(path.stem[6:])):
+        per_class: dict[str, dict[str, int]] = {}
+        with table.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                teachers = per_class.setdefault(row["class"], {})
+                teachers[row["ms_path"]] = teachers.get(row["ms_path"], 0) + 1
+        rounds.append((statistics.mean(len(t) for t in per_class.values()),
+                       statistics.mean(max(t.values()) / sum(t.values()) for t in per_class.values())))
+    return rounds
+
+
+def diversity_rows(out: Path, pair: str, keys: tuple[str, ...]) -> list[str]:
+    """How many different teachers each variant's students learn from, averaged over finished seeds."""
+    rows = ["| variant | seeds | first pairing: teachers per class | busiest teacher's share | "
+            "last round: teachers per class | busiest teacher's share |", "|---|---|---|---|---|---|"]
+    for key in keys:
+        seeds = [teacher_diversity(out / pair / key / f"seed{seed}") for seed in finished_runs(out / pair / key)]
+        seeds = [rounds for rounds in seeds if rounds]
+        if not seeds:
+            continue
+        first, last = [r[0] for r in seeds], [r[-1] for r in seeds]
+        rows.append(f"| {short(key)} | {len(seeds)} | {statistics.mean(f[0] for f in first):.1f} | "
+                    f"{100 * statistics.mean(f[1] for f in first):.0f}% | {statistics.mean(l[0] for l in last):.1f} | "
+                    f"{100 * statistics.mean(l[1] for l in last):.0f}% |")
+    return rows
+
+
+def short(key: str) -> str:
+    """A variant's label up to its first comma, for the comparison tables."""
+    return ALL_VARIANTS[key].label.split(",")[0]
+
+
+def variant_rows(variants: list[Variant], runs: dict[str, dict[int, dict]]) -> list[str]:
+    rows = ["| variant | seeds | test OA % | test macro F1 % | student minutes / run |", "|---|---|---|---|---|"]
+    for variant in variants:
+        finished = list(runs[variant.key].values())
+        if not finished:
+            rows.append(f"| {variant.label} | 0 | not run yet | | |")
+            continue
+        minutes = statistics.mean(student_seconds(r) for r in finished) / 60
+        rows.append(f"| {variant.label} | {len(finished)} | {mean_std([r['test_oa'] for r in finished])} | "
+                    f"{mean_std([r['test_macro_f1'] for r in finished])} | {minutes:.1f} |")
+    return rows
+
+
+def pair_report(out: Path, pair: str, teacher_run: Path) -> tuple[list[str], dict]:
+    """Tables for one teacher/student pair, built from every finished run on disk."""
+    runs = {key: finished_runs(out / pair / key) for key in ALL_VARIANTS}
+    teacher_summary = summary_of(teacher_run) if run_status(teacher_run) == "finished" else {}
+    report = [f"### {pair}: teacher `{PAIRS[pair]['teacher.arch']}` -> student `{PAIRS[pair]['student.arch']}`", "",
+              f"Teacher (10 MS classes) validation OA: {mean_std([teacher_summary.get('teacher_val_oa', float('nan'))])} "
+              f"(teacher and matcher trained once in `{teacher_run.relative_to(out)}`, reused by every other run)", ""]
+    report += variant_rows(VARIANTS, runs)
+    report += ["", "Paired by seed (same RGB split, initialisation and batch order); Δ = first minus second, "
+               "test OA points; two-sided paired t-test; detectable Δ = the smallest true difference these "
+               "seeds find 80% of the time at p < 0.05, given the observed spread:", "", *COMPARISON_HEADER]
+    for better, baseline in COMPARISONS:
+        row = paired_comparison(f"{short(better)} vs {short(baseline)}",
+                                runs[better], runs[baseline])
+        report += [row] if row else []
+    report += ["", "Teacher diversity: distinct MS tiles acting as teachers per class (mean over classes; a class "
+               "has 20 MS tiles in all) and the share of a class's RGB tiles taught by its busiest MS tile, at "
+               "the first pairing (random or SSM) and after the last DynM round:", ""]
+    report += diversity_rows(out, pair, ("b_kd_random", "c_kd_sembridge", "d_no_ssm", "d_no_dynm"))
+    swept = [v for v in SWEEP_VARIANTS if runs[v.key]]
+    if swept:
+        report += ["", "Sensitivity (defaults λ1 = 0.4, γ = 3); Δ against the same variant at the defaults, "
+                   "paired by seed:", ""]
+        report += variant_rows(swept, runs)
+        report += ["", *COMPARISON_HEADER]
+        for variant in swept:
+            base = ALL_VARIANTS[SWEEP_BASE[variant.key[:3]]]
+            row = paired_comparison(f"{variant.label} vs defaults", runs[variant.key], runs[base.key])
+            report += [row] if row else []
+    png = out / f"transport_cost_{pair}.png"
+    curves = {"(b) vanilla KD, random pairs": out / pair / "b_kd_random" / "seed0",
+              "(c) vanilla KD + SemBridge": out / pair / "c_kd_sembridge" / "seed0"}
+    if all(run_status(run) == "finished" for run in curves.values()):
+        plot_transport(curves, png)
+        report += ["", f"Transport cost curves (seed 0): `{png.name}`"]
+    return report + [""], runs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -172,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="(a)-(c), one seed, the light pair, quick budget")
     parser.add_argument("--budget", choices=("quick", "full"), help="epochs and tile sizes (default: full, or quick with --quick)")
     parser.add_argument("--pairs", nargs="+", choices=sorted(PAIRS), default=None)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--variants", nargs="+", choices=list(ALL_VARIANTS), help="train only these (default: (a)-(g))")
+    parser.add_argument("--sweep", action="store_true", help="train the λ1 / γ sensitivity variants of (b) and (c)")
+    parser.add_argument("--seeds", type=int, default=3, help="train seeds 0 .. N-1")
     parser.add_argument("--report", type=Path, help="also write the markdown report here")
     parser.add_argument("--report-only", action="store_true", help="train nothing; report the runs finished so far")
     args = parser.parse_args(argv)
@@ -181,49 +349,37 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     budget = args.budget or ("quick" if args.quick else "full")
-    mode = "quick" if args.quick else f"all variants, {budget} budget"
     out = (args.out / budget).resolve()
     out.mkdir(parents=True, exist_ok=True)
     config = write_base_config(args.data.resolve(), out)
     settings = QUICK_SETTINGS if budget == "quick" else FULL_SETTINGS
-    variants = [v for v in VARIANTS if not args.quick or v.key in QUICK_VARIANTS]
+    if args.variants:
+        variants = [ALL_VARIANTS[key] for key in args.variants]
+    elif args.sweep:
+        variants = SWEEP_VARIANTS
+    else:
+        variants = [v for v in VARIANTS if not args.quick or v.key in QUICK_VARIANTS]
     pairs = args.pairs or (["r34-shufflenet"] if args.quick else sorted(PAIRS))
     seeds = range(1 if args.quick else args.seeds)
 
     started = time.perf_counter()
-    report = [f"## Fidelity ({mode} mode)", "",
-              "Settings: " + ", ".join(f"`{k}={v}`" for k, v in settings.items()), ""]
-    results: dict = {}
     for pair in pairs:
-        teacher_run = out / pair / "c_kd_sembridge" / "seed0"
         for seed in seeds:
             for variant in sorted(variants, key=lambda v: v.key != "c_kd_sembridge"):
+                if args.report_only:
+                    continue
+                teacher_run = teacher_run_for(out, pair)
                 run_dir = out / pair / variant.key / f"seed{seed}"
-                if not args.report_only:
-                    ensure_run(config, run_dir, settings | PAIRS[pair] | variant.settings | {"train.seed": seed},
-                               None if run_dir == teacher_run else teacher_run)
-                runs = results.setdefault(pair, {}).setdefault(variant.key, [])
-                if run_status(run_dir) == "finished":
-                    runs.append(summary_of(run_dir))
+                ensure_run(config, run_dir, settings | PAIRS[pair] | variant.settings | {"train.seed": seed},
+                           None if run_dir == teacher_run else teacher_run)
 
-        teacher_summary = summary_of(teacher_run)
-        report += [f"### {pair}: teacher `{PAIRS[pair]['teacher.arch']}` -> student `{PAIRS[pair]['student.arch']}`", "",
-                   f"Teacher (10 MS classes) validation OA: {mean_std([teacher_summary.get('teacher_val_oa', float('nan'))])}", "",
-                   f"| variant | seeds | test OA % | test macro F1 % | student minutes / run |",
-                   "|---|---|---|---|---|"]
-        for variant in variants:
-            runs = results[pair][variant.key]
-            if not runs:
-                report.append(f"| {variant.label} | 0 | not run yet | | |")
-                continue
-            minutes = statistics.mean(student_seconds(r) for r in runs) / 60
-            report.append(f"| {variant.label} | {len(runs)} | {mean_std([r['test_oa'] for r in runs])} | "
-                          f"{mean_std([r['test_macro_f1'] for r in runs])} | {minutes:.1f} |")
-        png = out / f"transport_cost_{pair}.png"
-        plot_transport({"(b) vanilla KD, random pairs": out / pair / "b_kd_random" / "seed0",
-                        "(c) vanilla KD + SemBridge": teacher_run}, png)
-        report += ["", f"Transport cost curves: `{png.name}`", ""]
-
+    report = [f"## Fidelity, {budget} budget", "",
+              "Settings: " + ", ".join(f"`{k}={v}`" for k, v in settings.items()), ""]
+    results = {}
+    for pair in sorted(PAIRS):
+        if (out / pair).is_dir():
+            pair_lines, results[pair] = pair_report(out, pair, teacher_run_for(out, pair))
+            report += pair_lines
     report.append(f"Wall time of this invocation: {(time.perf_counter() - started) / 60:.1f} min "
                   "(finished runs are skipped, so a re-run only reports).")
     text = "\n".join(report)
