@@ -29,7 +29,10 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
+
+from speed import commit, machine_line
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -373,8 +376,10 @@ def main(argv: list[str] | None = None) -> int:
                 ensure_run(config, run_dir, settings | PAIRS[pair] | variant.settings | {"train.seed": seed},
                            None if run_dir == teacher_run else teacher_run)
 
-    report = [f"## Fidelity, {budget} budget", "",
-              "Settings: " + ", ".join(f"`{k}={v}`" for k, v in settings.items()), ""]
+    report = [f"## Fidelity, {budget} budget", "", f"- machine: {machine_line()}",
+              f"- reported: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC at commit {commit()}; "
+              "every run folder keeps its config.toml, metrics.jsonl and run.json",
+              "- settings: " + ", ".join(f"`{k}={v}`" for k, v in settings.items()), ""]
     results = {}
     for pair in sorted(PAIRS):
         if (out / pair).is_dir():
