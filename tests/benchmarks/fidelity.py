@@ -320,11 +320,10 @@ def pair_report(out: Path, pair: str, teacher_run: Path) -> tuple[list[str], dic
         report += ["", "Sensitivity (defaults λ1 = 0.4, γ = 3); Δ against the same variant at the defaults, "
                    "paired by seed:", ""]
         report += variant_rows(swept, runs)
-        report += ["", *COMPARISON_HEADER]
-        for variant in swept:
-            base = ALL_VARIANTS[SWEEP_BASE[variant.key[:3]]]
-            row = paired_comparison(f"{variant.label} vs defaults", runs[variant.key], runs[base.key])
-            report += [row] if row else []
+        rows = [paired_comparison(f"{variant.label} vs defaults", runs[variant.key],
+                                  runs[SWEEP_BASE[variant.key[:3]]]) for variant in swept]
+        if any(rows):
+            report += ["", *COMPARISON_HEADER, *filter(None, rows)]
     png = out / f"transport_cost_{pair}.png"
     curves = {"(b) vanilla KD, random pairs": out / pair / "b_kd_random" / "seed0",
               "(c) vanilla KD + SemBridge": out / pair / "c_kd_sembridge" / "seed0"}
