@@ -13,7 +13,7 @@ Scores are OA and macro F1 on the held-out RGB test split (never used for model 
     python tests/benchmarks/fidelity.py                  # everything, 3 seeds, both pairs (hours)
     python tests/benchmarks/fidelity.py --budget quick --pairs r34-shufflenet   # every variant, quick budget
     python tests/benchmarks/fidelity.py --budget quick --variants a_no_kd b_kd_random c_kd_sembridge --seeds 8
-    python tests/benchmarks/fidelity.py --budget quick --sweep   # lambda1 and gamma around (b) and (c)
+    python tests/benchmarks/fidelity.py --budget quick --sweep   # lambda1, gamma and epochs around (b) and (c)
 
 Runs sharing a seed share the RGB split, the model initialisation and the batch order, so variants
 are compared pairwise per seed (mean difference, wins, paired t-test). The report covers every
@@ -63,7 +63,7 @@ VARIANTS = [
 QUICK_VARIANTS = ("a_no_kd", "b_kd_random", "c_kd_sembridge")
 
 # Sensitivity of the two central variants to the method's free weights (the paper's best values
-# are lambda1 = 0.4, gamma = 3).
+# are lambda1 = 0.4, gamma = 3) and to a longer student schedule.
 SWEEP_VARIANTS = [
     Variant("s_b_lambda1_0.2", "(b) λ1 = 0.2", VARIANTS[1].settings | {"distill.lambda1": 0.2}),
     Variant("s_c_lambda1_0.2", "(c) λ1 = 0.2", VARIANTS[2].settings | {"distill.lambda1": 0.2}),
@@ -71,6 +71,8 @@ SWEEP_VARIANTS = [
     Variant("s_c_lambda1_0.7", "(c) λ1 = 0.7", VARIANTS[2].settings | {"distill.lambda1": 0.7}),
     Variant("s_c_gamma_1", "(c) γ = 1", VARIANTS[2].settings | {"distill.gamma": 1.0}),
     Variant("s_c_gamma_6", "(c) γ = 6", VARIANTS[2].settings | {"distill.gamma": 6.0}),
+    Variant("s_b_epochs_40", "(b) 40 student epochs", VARIANTS[1].settings | {"student.epochs": 40}),
+    Variant("s_c_epochs_40", "(c) 40 student epochs", VARIANTS[2].settings | {"student.epochs": 40}),
 ]
 SWEEP_BASE = {"s_b": "b_kd_random", "s_c": "c_kd_sembridge"}
 ALL_VARIANTS = {variant.key: variant for variant in VARIANTS + SWEEP_VARIANTS}
@@ -317,8 +319,8 @@ def pair_report(out: Path, pair: str, teacher_run: Path) -> tuple[list[str], dic
     report += diversity_rows(out, pair, ("b_kd_random", "c_kd_sembridge", "d_no_ssm", "d_no_dynm"))
     swept = [v for v in SWEEP_VARIANTS if runs[v.key]]
     if swept:
-        report += ["", "Sensitivity (defaults λ1 = 0.4, γ = 3); Δ against the same variant at the defaults, "
-                   "paired by seed:", ""]
+        report += ["", "Sensitivity (defaults: λ1 = 0.4, γ = 3, the budget's student epochs); Δ against the same "
+                   "variant at the defaults, paired by seed:", ""]
         report += variant_rows(swept, runs)
         rows = [paired_comparison(f"{variant.label} vs defaults", runs[variant.key],
                                   runs[SWEEP_BASE[variant.key[:3]]]) for variant in swept]
@@ -341,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", choices=("quick", "full"), help="epochs and tile sizes (default: full, or quick with --quick)")
     parser.add_argument("--pairs", nargs="+", choices=sorted(PAIRS), default=None)
     parser.add_argument("--variants", nargs="+", choices=list(ALL_VARIANTS), help="train only these (default: (a)-(g))")
-    parser.add_argument("--sweep", action="store_true", help="train the λ1 / γ sensitivity variants of (b) and (c)")
+    parser.add_argument("--sweep", action="store_true", help="train the λ1 / γ / epochs sensitivity variants of (b) and (c)")
     parser.add_argument("--seeds", type=int, default=3, help="train seeds 0 .. N-1")
     parser.add_argument("--report", type=Path, help="also write the markdown report here")
     parser.add_argument("--report-only", action="store_true", help="train nothing; report the runs finished so far")
