@@ -320,10 +320,13 @@ def pair_report(out: Path, pair: str, teacher_run: Path) -> tuple[list[str], dic
     swept = [v for v in SWEEP_VARIANTS if runs[v.key]]
     if swept:
         report += ["", "Sensitivity (defaults: λ1 = 0.4, γ = 3, the budget's student epochs); Δ against the same "
-                   "variant at the defaults, paired by seed:", ""]
+                   "variant at the defaults, and (c) against (b) at the same setting, paired by seed:", ""]
         report += variant_rows(swept, runs)
         rows = [paired_comparison(f"{variant.label} vs defaults", runs[variant.key],
                                   runs[SWEEP_BASE[variant.key[:3]]]) for variant in swept]
+        rows += [paired_comparison(f"{variant.label} vs {ALL_VARIANTS['s_b' + variant.key[3:]].label}",
+                                   runs[variant.key], runs['s_b' + variant.key[3:]])
+                 for variant in swept if variant.key.startswith("s_c") and 's_b' + variant.key[3:] in runs]
         if any(rows):
             report += ["", *COMPARISON_HEADER, *filter(None, rows)]
     png = out / f"transport_cost_{pair}.png"
