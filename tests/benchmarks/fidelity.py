@@ -17,7 +17,10 @@ Scores are OA and macro F1 on the held-out RGB test split (never used for model 
 
 Runs sharing a seed share the RGB split, the model initialisation and the batch order, so variants
 are compared pairwise per seed (mean difference, wins, paired t-test). The report covers every
-finished run on disk, whichever invocation trained it.
+finished run on disk, whichever invocation trained it, for the pairs given (default: all), so
+each pair's report can be refreshed on its own:
+
+    python tests/benchmarks/fidelity.py --budget quick --report-only --pairs r34-r34 --report /tmp/r34-r34.md
 """
 from __future__ import annotations
 
@@ -380,12 +383,13 @@ def main(argv: list[str] | None = None) -> int:
                 ensure_run(config, run_dir, settings | PAIRS[pair] | variant.settings | {"train.seed": seed},
                            None if run_dir == teacher_run else teacher_run)
 
-    report = [f"## Fidelity, {budget} budget", "", f"- machine: {machine_line()}",
+    title = f"## Fidelity, {budget} budget" + (f": {', '.join(args.pairs)}" if args.pairs else "")
+    report = [title, "", f"- machine: {machine_line()}",
               f"- reported: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC at commit {commit()}; "
               "every run folder keeps its config.toml, metrics.jsonl and run.json",
               "- settings: " + ", ".join(f"`{k}={v}`" for k, v in settings.items()), ""]
     results = {}
-    for pair in sorted(PAIRS):
+    for pair in sorted(args.pairs or PAIRS):
         if (out / pair).is_dir():
             pair_lines, results[pair] = pair_report(out, pair, teacher_run_for(out, pair))
             report += pair_lines
