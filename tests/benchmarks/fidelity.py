@@ -20,7 +20,7 @@ are compared pairwise per seed (mean difference, wins, paired t-test). The repor
 finished run on disk, whichever invocation trained it, for the pairs given (default: all), so
 each pair's report can be refreshed on its own:
 
-    python tests/benchmarks/fidelity.py --budget quick --report-only --pairs r34-r34 --report /tmp/r34-r34.md
+    python tests/benchmarks/fidelity.py --budget quick --report-only --pairs r34-r34 --report /tmp/fidelity-r34-r34.md
 """
 from __future__ import annotations
 
@@ -397,7 +397,9 @@ def main(argv: list[str] | None = None) -> int:
                   "(finished runs are skipped, so a re-run only reports).")
     text = "\n".join(report)
     print(text)
-    (out / "fidelity_results.json").write_text(json.dumps(results, indent=1))
+    results_file = out / "fidelity_results.json"
+    earlier = json.loads(results_file.read_text()) if results_file.exists() else {}
+    results_file.write_text(json.dumps(earlier | results, indent=1))
     if args.report:
         args.report.write_text(text + "\n")
     return 0
