@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test venv bench
+.PHONY: run test check venv bench
 
 venv: $(STAMP)
 
@@ -18,6 +18,10 @@ run: $(STAMP)
 	$(VENV)/bin/sembridge-studio
 
 test: $(STAMP)
+	$(MAKE) check
+
+# What `make test` checks, on an existing environment (PY= another interpreter, e.g. in a worktree).
+check:
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
