@@ -51,7 +51,7 @@ class ClassifiedTile:
 def classify_job(bundle_path: str, paths: list[str], callback, cancel) -> list[ClassifiedTile]:
     """Load the bundle, classify every file, make thumbnails (worker thread)."""
     from sembridge_engine.data.readers import read_image
-    from sembridge_engine.export import load_bundle
+    from sembridge_engine.bundle import load_bundle
     from sembridge_engine.labelling.classify import classify_files
 
     bundle = load_bundle(bundle_path)

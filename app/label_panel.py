@@ -242,7 +242,7 @@ class LabelPanel(QWidget):
         from_path = self._requested_bundle = path
 
         def load(_callback, _cancel):
-            from sembridge_engine.export import load_bundle
+            from sembridge_engine.bundle import load_bundle
 
             return load_bundle(from_path)
 

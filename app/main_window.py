@@ -46,7 +46,7 @@ def load_project(path: Path):
 
 
 def device_description(name: str = "auto") -> str:
-    from sembridge_engine.training.device import describe_device, resolve_device
+    from sembridge_engine.device import describe_device, resolve_device
 
     return describe_device(resolve_device(name))
 
@@ -251,7 +251,7 @@ class MainWindow(QMainWindow):
 
     def _edit_settings(self) -> None:
         try:
-            from sembridge_engine.training.device import list_devices
+            from sembridge_engine.device import list_devices
 
             devices = list_devices()
         except ImportError:

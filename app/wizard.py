@@ -717,7 +717,7 @@ class TrainingPage(QWizardPage):
         layout.addStretch(1)
 
     def initializePage(self) -> None:
-        from sembridge_engine.training.device import list_devices
+        from sembridge_engine.device import list_devices
 
         config = self._wizard.config
         for stage in self.STAGES:

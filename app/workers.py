@@ -125,7 +125,7 @@ def warm_up_engine() -> None:
     otherwise freeze the UI at the start of the first run."""
     import importlib
 
-    for module in ("sembridge_engine.training", "sembridge_engine.export", "sembridge_engine.labelling.scene",
+    for module in ("sembridge_engine.training", "sembridge_engine.bundle", "sembridge_engine.labelling.scene",
                    "safetensors.torch", "ot", "onnxruntime", "torch.onnx"):
         try:
             importlib.import_module(module)

@@ -37,7 +37,7 @@ def _write_csv(path: str, results) -> None:
 def run(args) -> int:
     import json
 
-    from sembridge_engine.export import BundleError, load_bundle
+    from sembridge_engine.bundle import BundleError, load_bundle
     from sembridge_engine.labelling.classify import classify_files
 
     try:

@@ -15,7 +15,8 @@ def run(args) -> int:
     import json
     import zipfile
 
-    from sembridge_engine.export import METADATA_NAME, BundleError, export_bundle
+    from sembridge_engine.bundle import METADATA_NAME, BundleError
+    from sembridge_engine.training.outputs import export_bundle
 
     try:
         out = export_bundle(args.run_dir, args.out, check_onnx=not args.no_onnx)

@@ -36,7 +36,7 @@ def _progress(event) -> None:
 
 
 def run(args) -> int:
-    from sembridge_engine.export import BundleError, load_bundle
+    from sembridge_engine.bundle import BundleError, load_bundle
     from sembridge_engine.labelling.scene import label_scene, plan_scene
 
     try:

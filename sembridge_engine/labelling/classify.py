@@ -82,7 +82,7 @@ def preprocess_for_bundle(bundle, arrays: np.ndarray | list[np.ndarray]) -> torc
 def classify_files(bundle, paths: Sequence, top_k: int = 3, batch_size: int = 32, device: str = "auto",
                    callback: EventCallback = ignore_event, cancel: CancelToken | None = None) -> list[TileResult]:
     """Top-k classes for every image in ``paths`` (folders recursive), in order; unreadable files get an error."""
-    from sembridge_engine.training.device import resolve_device
+    from sembridge_engine.device import resolve_device
 
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")

@@ -292,7 +292,7 @@ def plan_scene(bundle, scene_path, tile: int | None = None, stride: int | None =
                bands: Sequence[int] | None = None, device: str = "auto", nodata: float | None = None,
                write_probabilities: bool = False) -> ScenePlan:
     """Windows, skipped-window estimate, peak memory estimate (bytes) and expected seconds on ``device``."""
-    from sembridge_engine.training.device import resolve_device
+    from sembridge_engine.device import resolve_device
 
     path = Path(scene_path)
     torch_device = resolve_device(device)
@@ -540,7 +540,7 @@ def label_scene(bundle, scene_path, out_dir, *, tile: int | None = None, stride:
     """
     import rasterio
 
-    from sembridge_engine.training.device import resolve_device
+    from sembridge_engine.device import resolve_device
 
     started = time.perf_counter()
     scene_path, out_dir = Path(scene_path), Path(out_dir)

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .colours import hex_to_rgb
+from sembridge_engine.colours import hex_to_rgb
 
 CLASS_NODATA = 255
 CONFIDENCE_NODATA = -1.0

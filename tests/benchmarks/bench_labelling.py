@@ -66,7 +66,7 @@ def mosaic_vrt(source: Path, size: int, path: Path) -> Path:
 
 
 def build_bundle(workdir: Path, arch: str) -> Path:
-    from sembridge_engine.export import export_bundle
+    from sembridge_engine.training.outputs import export_bundle
     from tests.engine.labelling_fixtures import make_run_folder
 
     return export_bundle(make_run_folder(workdir / "run", arch=arch, tile_size=TILE, fit_steps=3), check_onnx=False)
@@ -115,7 +115,7 @@ def child(arguments: list[str]) -> None:
 
     bundle_path, scene, out, stride, batch, threads = arguments
     torch.set_num_threads(int(threads))
-    from sembridge_engine.export import load_bundle
+    from sembridge_engine.bundle import load_bundle
 
     bundle = load_bundle(bundle_path)
     import geopandas  # noqa: F401  (imported by the polygon writer; counted in the baseline, not the labelling)
@@ -152,7 +152,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from sembridge_engine.export import load_bundle
+    from sembridge_engine.bundle import load_bundle
 
     source = source_scene()
     with tempfile.TemporaryDirectory(prefix="bench_labelling_") as temporary:

@@ -19,7 +19,7 @@ from resources import demo_project
 from sembridge_engine.data.discovery import discover_rgb_folder
 from sembridge_engine.data.readers import read_image
 from sembridge_engine.data.transforms import compute_channel_stats, preprocess_arrays
-from sembridge_engine.export import export_onnx
+from sembridge_engine.bundle import export_onnx
 from sembridge_engine.models.backbones import build_backbone
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from sembridge_engine.events import BatchProgress, CancelToken, Cancelled
-from sembridge_engine.export import export_bundle, load_bundle
+from sembridge_engine.bundle import load_bundle
+from sembridge_engine.training.outputs import export_bundle
 from sembridge_engine.labelling.classify import classify_files
 
 from .labelling_fixtures import DEMO_CLASSES, demo_rgb_files, make_run_folder

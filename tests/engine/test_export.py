@@ -17,8 +17,9 @@ from safetensors.torch import save as save_tensors
 
 from sembridge_engine.data.cache import load_tiles
 from sembridge_engine.data.discovery import TileRecord
-from sembridge_engine.export import BundleError, export_bundle, load_bundle
-from sembridge_engine.labelling.colours import LAND_COVER_COLOURS
+from sembridge_engine.bundle import BundleError, load_bundle
+from sembridge_engine.training.outputs import export_bundle
+from sembridge_engine.colours import LAND_COVER_COLOURS
 from sembridge_engine.labelling.classify import classify_files, preprocess_for_bundle, read_for_bundle
 
 from .labelling_fixtures import DEMO_CLASSES, TEST_ARCH, TEST_TILE, demo_rgb_files, make_run_folder
@@ -76,7 +77,7 @@ def test_bundle_round_trip_in_a_fresh_process(bundle_path):
     files = [str(path) for path in demo_rgb_files(1)[:3]]
     script = (
         "import json, sys, torch\n"
-        "from sembridge_engine.export import load_bundle\n"
+        "from sembridge_engine.bundle import load_bundle\n"
         "from sembridge_engine.labelling.classify import preprocess_for_bundle, read_for_bundle\n"
         "bundle = load_bundle(sys.argv[1])\n"
         "tiles = preprocess_for_bundle(bundle, [read_for_bundle(bundle, p) for p in sys.argv[2:]])\n"

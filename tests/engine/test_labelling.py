@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 from sembridge_engine.events import BatchProgress, CancelToken, Cancelled
-from sembridge_engine.export import export_bundle, load_bundle
+from sembridge_engine.bundle import load_bundle
+from sembridge_engine.training.outputs import export_bundle
 from sembridge_engine.labelling.classify import inference_model, predict_probabilities, preprocess_for_bundle
-from sembridge_engine.labelling.colours import hex_to_rgb
+from sembridge_engine.colours import hex_to_rgb
 from sembridge_engine.labelling.scene import SceneError, label_scene, plan_scene, scene_layout
 
 from .labelling_fixtures import DEMO_CLASSES, demo_scene, make_run_folder

@@ -18,8 +18,8 @@ from sembridge_engine.config import apply_overrides, load_config
 from sembridge_engine.events import BatchProgress, CancelToken, EpochFinished, RunFailed, RunFinished, StageStarted
 from sembridge_engine.training import resume, train
 from sembridge_engine.training.checkpoint import CheckpointError
-from sembridge_engine.training.device import describe_device, resolve_device
-from sembridge_engine.training.pipeline import TIMING_KEYS
+from sembridge_engine.device import describe_device, resolve_device
+from sembridge_engine.training.rundir import TIMING_KEYS
 
 TINY = [
     "data.ms_tile_size=32", "data.rgb_tile_size=32", "train.device=cpu", "train.scheduler=cosine",

@@ -2,14 +2,14 @@
 
 A bundle holds ``weights.safetensors`` (tensors only), ``metadata.json`` (architecture, classes and
 colours, bands, normalisation, tile size, training summary, versions) and, unless skipped,
-``model.onnx`` for use outside SemBridge, checked against PyTorch with onnxruntime at export time.
+``model.onnx`` for use outside SemBridge, checked against PyTorch with onnxruntime when written.
+This module knows the format; training writes bundles through it and labelling reads them.
 """
 from __future__ import annotations
 
 import io
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from sembridge_engine import __version__ as ENGINE_VERSION
-from sembridge_engine.labelling.colours import default_colours, hex_to_rgb
+from sembridge_engine.atomic import atomic_output
+from sembridge_engine.colours import hex_to_rgb
 
 if TYPE_CHECKING:
     from sembridge_engine.data.transforms import ChannelStats
@@ -50,9 +51,6 @@ REQUIRED_METADATA: dict[str, type | tuple[type, ...]] = {
     "config_hash": str,
     "created": str,
 }
-REQUIRED_STUDENT_JSON = (
-    "arch", "in_channels", "num_classes", "class_names", "tile_size", "band_names", "channel_stats",
-)
 
 
 class BundleError(ValueError):
@@ -81,25 +79,7 @@ class ModelBundle:
         return len(self.class_names)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _read_student_json(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "student.json"
-    if not path.is_file():
-        raise BundleError(f"{path}: not found; the run has no trained student yet (train the student stage first)")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise BundleError(f"{path}: not readable JSON ({error})") from None
-    missing = [key for key in REQUIRED_STUDENT_JSON if key not in info]
-    if missing:
-        raise BundleError(f"{path}: missing key(s) {', '.join(repr(key) for key in missing)}")
-    return info
-
-
-def _build_model(arch: str, in_channels: int, num_classes: int, source: str) -> torch.nn.Module:
+def build_model(arch: str, in_channels: int, num_classes: int, source: str) -> torch.nn.Module:
     from sembridge_engine.models.backbones import available_backbones, build_backbone
 
     if arch not in available_backbones():
@@ -128,7 +108,7 @@ def _check_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], num
         raise BundleError(f"{source}: tensor {name!r} has shape {list(got)}, architecture {arch!r} expects {list(want)}")
 
 
-def _load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], num_classes: int, source: str, arch: str) -> None:
+def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], num_classes: int, source: str, arch: str) -> None:
     _check_tensors(model, tensors, num_classes, source, arch)
     model.load_state_dict(tensors, strict=True)
     model.eval()
@@ -167,64 +147,28 @@ def onnx_max_logit_difference(onnx_bytes: bytes, model: torch.nn.Module, in_chan
     return worst
 
 
-def _write_zip_atomically(out: Path, members: dict[str, bytes]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
-    try:
-        with os.fdopen(handle, "wb") as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for name, data in members.items():
-                archive.writestr(name, data)
-        os.replace(temp_name, out)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+def _zip_bytes(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
 
 
-def export_bundle(run_dir: Path, out: Path | None = None, *, check_onnx: bool = True) -> Path:
-    """Write the run's student as a ``.sembridge`` bundle (default ``run_dir/model.sembridge``), atomically.
+def write_bundle(out: Path, model: torch.nn.Module, metadata: dict[str, Any], *, check_onnx: bool = True) -> Path:
+    """Write ``model`` and its ``metadata`` as a bundle at ``out``, atomically.
 
-    With ``check_onnx`` the bundle also carries ``model.onnx``; export fails if onnxruntime's logits differ
-    from PyTorch's by 1e-3 or more, and the measured difference is stored in the metadata.
+    With ``check_onnx`` the bundle also carries ``model.onnx``; writing fails if onnxruntime's logits
+    differ from PyTorch's by 1e-3 or more, and the measured difference is stored in the metadata.
+    The finished file is loaded back (as any user would) before it is renamed into place, so a
+    bundle that cannot be loaded is never written.
     """
-    from safetensors.torch import load_file, save
+    from safetensors.torch import save
 
-    run_dir = Path(run_dir)
-    out = Path(out) if out is not None else run_dir / f"model{BUNDLE_SUFFIX}"
-    info = _read_student_json(run_dir)
-    weights_path = run_dir / "student.safetensors"
-    if not weights_path.is_file():
-        raise BundleError(f"{weights_path}: not found; the run has no trained student weights")
-    class_names = [str(name) for name in info["class_names"]]
-    if len(class_names) != int(info["num_classes"]):
-        raise BundleError(f"{run_dir / 'student.json'}: 'class_names' lists {len(class_names)} classes but 'num_classes' is {info['num_classes']}")
-    arch, in_channels, tile_size = str(info["arch"]), int(info["in_channels"]), int(info["tile_size"])
-    model = _build_model(arch, in_channels, len(class_names), str(run_dir / "student.json"))
-    try:
-        tensors = load_file(str(weights_path))
-    except Exception as error:  # safetensors raises its own error types for corrupt headers
-        raise BundleError(f"{weights_path}: not a readable safetensors file ({error})") from None
-    _load_weights(model, tensors, len(class_names), str(weights_path), arch)
-
-    metadata: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "architecture": arch,
-        "in_channels": in_channels,
-        "num_classes": len(class_names),
-        "class_names": class_names,
-        "class_colours": default_colours(class_names),
-        "band_names": [str(name) for name in info["band_names"]],
-        "tile_size": tile_size,
-        "channel_stats": {"mean": list(info["channel_stats"]["mean"]), "std": list(info["channel_stats"]["std"])},
-        "training": {
-            "run": run_dir.name,
-            "final_metrics": info.get("final_metrics", {}),
-            "trained_with_engine": info.get("engine_version", ""),
-            "trained": info.get("created", ""),
-        },
-        "engine_version": ENGINE_VERSION,
-        "config_hash": str(info.get("config_hash", "")),
-        "created": _now(),
-    }
+    out = Path(out)
+    metadata = dict(metadata, format_version=FORMAT_VERSION, engine_version=ENGINE_VERSION)
+    _validate_metadata(metadata, f"{out} [{METADATA_NAME}]")
+    in_channels, tile_size = int(metadata["in_channels"]), int(metadata["tile_size"])
     members: dict[str, bytes] = {WEIGHTS_NAME: save({name: tensor.contiguous() for name, tensor in model.state_dict().items()})}
     if check_onnx:
         onnx_bytes = export_onnx(model, in_channels, tile_size)
@@ -235,7 +179,9 @@ def export_bundle(run_dir: Path, out: Path | None = None, *, check_onnx: bool = 
                             "checked_batches": list(ONNX_CHECK_BATCHES), "input": "input", "output": "logits"}
         members[ONNX_NAME] = onnx_bytes
     members[METADATA_NAME] = json.dumps(metadata, indent=2).encode("utf-8")
-    _write_zip_atomically(out, members)
+    with atomic_output(out) as temporary:
+        temporary.write_bytes(_zip_bytes(members))
+        load_bundle(temporary)
     return out
 
 
@@ -300,13 +246,13 @@ def load_bundle(path) -> ModelBundle:
         raise BundleError(f"{source}: not valid JSON ({error})") from None
     _validate_metadata(metadata, source)
     arch = metadata["architecture"]
-    model = _build_model(arch, metadata["in_channels"], metadata["num_classes"], source)
+    model = build_model(arch, metadata["in_channels"], metadata["num_classes"], source)
     weights_source = f"{path} [{WEIGHTS_NAME}]"
     try:
         tensors = load(weights_bytes)
     except Exception as error:  # safetensors raises its own error types for corrupt headers
         raise BundleError(f"{weights_source}: not a readable safetensors file ({error})") from None
-    _load_weights(model, tensors, metadata["num_classes"], weights_source, arch)
+    load_weights(model, tensors, metadata["num_classes"], weights_source, arch)
     return ModelBundle(
         path=path,
         model=model,

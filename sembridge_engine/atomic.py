@@ -1,0 +1,81 @@
+"""Atomic file writes: every output is written to a hidden temporary sibling and renamed into place.
+
+A crash, a cancel or a full disk therefore never leaves half a file under a final name, and a
+reader never sees one. Temporary names are unique per write (process id and a random part), so
+two writers never rename each other's half-written files.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+TEMPORARY_MARK = ".partial"
+# Files some drivers (SQLite for GeoPackage, GDAL) create beside the one they write.
+SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal", ".aux.xml")
+
+
+def temporary_path(final: Path) -> Path:
+    """A hidden, unique sibling of ``final`` (same folder, so the rename is atomic) keeping its suffix."""
+    final = Path(final)
+    return final.with_name(f".{final.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TEMPORARY_MARK}{final.suffix}")
+
+
+def remove_quietly(paths: Iterable[Path]) -> None:
+    """Delete temporary files and their driver sidecars, ignoring what is already gone."""
+    for path in paths:
+        for leftover in (Path(path), *(Path(f"{path}{suffix}") for suffix in SIDECAR_SUFFIXES)):
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_output(final: Path) -> Iterator[Path]:
+    """Yield a temporary path to write ``final`` to; rename it into place on success, delete it on any error."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_path(final)
+    try:
+        yield temporary
+        os.replace(temporary, final)
+    finally:
+        remove_quietly([temporary])
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with atomic_output(path) as temporary:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_csv_atomic(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    write_text_atomic(path, csv_text(header, rows))
+
+
+def replace_all(moves: Sequence[tuple[Path, Path]]) -> None:
+    """Move finished temporary files to their final names (each rename is atomic)."""
+    for temporary, final in moves:
+        os.replace(temporary, final)

@@ -1,0 +1,93 @@
+"""Reusing a finished teacher or matcher: from another run (``student.teacher_from``) or the cache.
+
+A teacher and matcher depend only on the MS data and their own settings, so many student runs
+can share them. The cache is keyed by everything they depend on; a checkpoint taken from
+elsewhere is checked against this run (bands, tile size, classes) before it is used.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..atomic import atomic_output
+from ..config import RunConfig, config_hash, config_to_dict
+from ..data import ChannelStats
+from .checkpoint import load_checkpoint
+from .context import RunContext
+from .dataset import RunData
+from .rundir import RunFolder, teacher_cache_dir
+
+
+def cache_key(config: RunConfig, data: RunData, stage: str) -> str:
+    section = config.teacher if stage == "teacher" else config.matcher
+    return config_hash({
+        "stage": stage, "engine": __version__, "ms_fingerprint": data.ms_fingerprint,
+        "ms_path": config.data.ms_path, "bands": list(data.preset.band_names), "rgb": list(data.preset.rgb_bands),
+        "ms_tile_size": config.data.ms_tile_size, "ms_val_fraction": config.data.ms_val_fraction,
+        "stage_config": config_to_dict(config)[stage], "seed": config.train.seed,
+        "optimizer": config.train.optimizer, "weight_decay": config.train.weight_decay,
+        "scheduler": config.train.scheduler, "arch": section.arch,
+    })
+
+
+def _cache_path(ctx: RunContext, data: RunData, stage: str) -> Path:
+    return teacher_cache_dir() / f"{stage}-{cache_key(ctx.config, data, stage)}.pt"
+
+
+def _source(ctx: RunContext, data: RunData, stage: str) -> tuple[Path, str] | None:
+    """Where a finished teacher/matcher can be taken from: the teacher_from run, else the cache."""
+    source = ctx.config.student.teacher_from
+    if source:
+        path = RunFolder(Path(source)).checkpoint(stage)
+        if stage == "teacher" and not path.exists():
+            raise ValueError(f"teacher_from {source}: no teacher checkpoint {path} (is it a SemBridge run folder?)")
+        if path.exists():
+            return path, f"run {source}"
+    cached = _cache_path(ctx, data, stage)
+    return (cached, f"cache {cached}") if cached.exists() else None
+
+
+def _check_compatible(state: dict[str, Any], stage: str, data: RunData, config: RunConfig, origin: str, path: Path) -> None:
+    if state["stage"] != stage or not state.get("complete"):
+        raise ValueError(f"{origin}: {path} is not a finished {stage} checkpoint; finish or resume that run first")
+    meta = state["meta"]
+    wanted = {"band_names": list(data.preset.band_names), "tile_size": config.data.ms_tile_size}
+    if stage == "teacher":
+        wanted.update(class_names=list(data.ms_classes), multi_label=data.ms_multi_label)
+    for key, value in wanted.items():
+        if meta.get(key) != value:
+            raise ValueError(f"{origin}: its {stage} was trained with {key} = {meta.get(key)!r}, "
+                             f"but this run has {value!r}; the {stage} cannot be reused")
+
+
+def reused_state(ctx: RunContext, data: RunData, stage: str) -> tuple[dict[str, Any], str] | None:
+    """A compatible finished checkpoint of ``stage`` from elsewhere, or None when this run trains its own.
+
+    The MS tiles are re-normalised with the reused model's statistics so it sees what it was trained on.
+    """
+    if ctx.folder.checkpoint(stage).exists():
+        return None
+    found = _source(ctx, data, stage)
+    if found is None:
+        return None
+    path, origin = found
+    state = load_checkpoint(path)
+    _check_compatible(state, stage, data, ctx.config, origin, path)
+    stats = ChannelStats.from_dict(state["meta"]["ms_stats"])
+    if stats != data.ms_stats:
+        data.use_ms_stats(stats)
+    return state, origin
+
+
+def store_in_cache(ctx: RunContext, data: RunData, stage: str) -> None:
+    """Copy a finished teacher/matcher checkpoint to the cache so the same set-up is free next time."""
+    target = _cache_path(ctx, data, stage)
+    if target.exists():
+        return
+    try:
+        with atomic_output(target) as temporary:
+            shutil.copyfile(ctx.folder.checkpoint(stage), temporary)
+    except OSError as error:
+        ctx.log(f"could not cache the {stage}: {error}", "warning")

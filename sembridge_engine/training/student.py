@@ -1,0 +1,175 @@
+"""Stages (c)-(e) of Algorithm 1: galleries, the initial matching (SSM) and the student with DynM.
+
+The frozen teacher's outputs for every MS tile are computed once (TeacherBank); a student batch
+looks up its matched teachers' features by MS index. At the DynM epochs the student re-picks its
+teachers (one matrix operation per class); every matching round is written as a match table.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..atomic import write_csv_atomic
+from ..data import resize_tiles
+from ..distill.matching import dynm_epochs, dynm_match, random_class_consistent_match, ssm_match
+from ..distill.objective import TERMS, SemBridgeObjective
+from ..events import MatchingUpdated
+from ..metrics import classification_metrics, orthogonal_projection, transport_cost
+from ..models.backbones import Backbone, build_backbone
+from ..models.matcher import Matcher
+from .bank import TeacherBank
+from .context import RunContext
+from .dataset import RunData
+from .loops import build_optimizer, build_scheduler, epoch_generator, infer, random_flips
+from .stage_loop import StageSpec, run_stage
+
+MATCH_TABLE_HEADER = ("rgb_path", "ms_path", "class", "score")
+
+
+def initial_match(ctx: RunContext, data: RunData, matcher: Matcher | None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """SSM with the matcher's embeddings (galleries G1), or random same-class pairs without a matcher."""
+    labels = data.rgb_labels[data.rgb_train]
+    membership = data.ms_membership
+    if matcher is None:
+        generator = torch.Generator().manual_seed(ctx.seed)
+        match = random_class_consistent_match(labels, membership, generator)
+        return match, torch.full((len(match),), float("nan")), "random"
+    ctx.log("galleries: matcher embeddings of every MS tile; SSM matching of the RGB train tiles")
+    matcher.eval()
+    batch = ctx.config.matcher.batch_size
+    gallery = infer(matcher.encode_ms, data.ms_tiles, ctx.device, batch, ctx.check)
+    rgb = resize_tiles(data.rgb_tiles[data.rgb_train], ctx.config.data.ms_tile_size)
+    queries = infer(matcher.encode_rgb, rgb, ctx.device, batch, ctx.check)
+    match, score = ssm_match(queries, labels, gallery, membership)
+    return match.cpu(), score.float().cpu(), "ssm"
+
+
+def write_match_table(ctx: RunContext, data: RunData, round_index: int, match: torch.Tensor,
+                      score: torch.Tensor) -> Path:
+    """matches/round_<k>.csv: which MS tile teaches which RGB training image in matching round k."""
+    path = ctx.folder.match_table(round_index)
+    labels = data.rgb_labels[data.rgb_train].tolist()
+    rows = [(data.rgb_paths[rgb], data.ms_paths[ms], data.student_classes[label],
+             "" if math.isnan(value) else f"{value:.6g}")
+            for rgb, ms, label, value in zip(data.rgb_train.tolist(), match.tolist(), labels, score.tolist())]
+    write_csv_atomic(path, MATCH_TABLE_HEADER, rows)
+    return path
+
+
+class StudentStage:
+    """The student's training step, DynM re-matching, evaluation with transport cost, and its state."""
+
+    def __init__(self, ctx: RunContext, data: RunData, teacher: Backbone | None, matcher: Matcher | None) -> None:
+        self.ctx, self.data = ctx, data
+        config = ctx.config
+        self.section, self.distill = config.student, config.distill
+        self.n_classes = len(data.student_classes)
+        self.bank: TeacherBank | None = None
+        self.match = self.score = None
+        self.round = 0
+        if teacher is not None:
+            ctx.log("teacher features of every MS tile computed once (the teacher is frozen)")
+            self.bank = TeacherBank(teacher, data.ms_tiles, data.teacher_columns, ctx.device,
+                                    config.teacher.batch_size, ctx.check)
+            if not self.bank.keeps_maps:
+                ctx.log("teacher feature maps do not fit in memory; they are recomputed per batch", "warning")
+            self.match, self.score, kind = initial_match(ctx, data, matcher)
+            write_match_table(ctx, data, 0, self.match, self.score)
+            ctx.emit(MatchingUpdated(0, kind, 1.0, str(ctx.folder.match_table(0))))
+        ctx.seed_models("student")
+        self.student = build_backbone(self.section.arch, 3, self.n_classes).to(ctx.device)
+        self.objective = SemBridgeObjective.build(self.distill, self.student, teacher, self.section.epochs).to(ctx.device)
+        self.modules = {"student": self.student, **self.objective.learnable_parts()}
+        self.optimizer = build_optimizer([p for m in self.modules.values() for p in m.parameters()], self.section, config)
+        self.rematch_at = (set(dynm_epochs(self.distill.e0, self.distill.delta_e, self.distill.e_mu, self.section.epochs))
+                           - {0}) if teacher is not None and self.distill.dynm else set()
+        probe = torch.randperm(len(data.rgb_train), generator=epoch_generator(ctx.seed, "probe", 0))
+        self.probe = probe[:self.distill.probe_size].sort().values
+        self.projection = None
+        if self.bank is not None and self.bank.embeddings.shape[1] != self.student.embedding_dim:
+            widths = (self.bank.embeddings.shape[1], self.student.embedding_dim)
+            self.projection = orthogonal_projection(max(widths), min(widths), ctx.seed)
+
+    def train_step(self, positions: torch.Tensor, generator: torch.Generator, epoch: int) -> dict[str, float]:
+        ctx, data = self.ctx, self.data
+        index = data.rgb_train[positions]
+        tiles = random_flips(data.rgb_tiles[index], generator).to(ctx.device)
+        labels = data.rgb_labels[index].to(ctx.device)
+        with ctx.autocast():
+            features = self.student.forward_features(tiles)
+            teacher = self.bank.features(self.match[positions]) if self.bank is not None else None
+            terms = self.objective(features, teacher, labels, epoch - 1)
+        ctx.backward(self.optimizer, terms["total"])
+        correct = (features.logits.detach().argmax(1) == labels).float().mean()
+        values = torch.stack([*(terms[name] for name in TERMS), correct]).float().tolist()
+        keys = [f"loss_{name}" for name in TERMS] + ["train_acc"]
+        return {"n": len(index), **dict(zip(keys, values))}
+
+    def after_epoch(self, epoch: int) -> dict[str, Any]:
+        """DynM at its scheduled epochs: every RGB training tile re-picks its same-class teacher."""
+        if epoch not in self.rematch_at:
+            return {}
+        ctx, data = self.ctx, self.data
+        logits = infer(self.student, data.rgb_tiles[data.rgb_train], ctx.device, self.section.batch_size, ctx.check)
+        new_match, kl = dynm_match(logits, data.rgb_labels[data.rgb_train], self.bank.logits, data.ms_membership,
+                                   self.distill.gamma)
+        new_match, kl = new_match.cpu(), kl.float().cpu()
+        changed = float((new_match != self.match).float().mean())
+        self.match, self.score, self.round = new_match, kl, self.round + 1
+        path = write_match_table(ctx, data, self.round, new_match, kl)
+        ctx.emit(MatchingUpdated(epoch, "dynm", changed, str(path)))
+        return {"matching_changed_fraction": changed, "matching_round": self.round}
+
+    def evaluate(self, epoch: int) -> dict[str, Any]:
+        ctx, data = self.ctx, self.data
+        logits = infer(self.student, data.rgb_tiles[data.rgb_val], ctx.device, self.section.batch_size, ctx.check)
+        result = classification_metrics(data.rgb_labels[data.rgb_val], logits.argmax(1), self.n_classes)
+        row = {"val_oa": result["oa"], "val_macro_f1": result["macro_f1"],
+               "per_class_f1": result["per_class_f1"], "confusion": result["confusion"],
+               "transport_cost_logit": None, "transport_cost_feature": None}
+        if self.bank is not None:
+            row.update(self.transport_costs())
+        return row
+
+    def transport_costs(self) -> dict[str, float]:
+        """Exact transport cost between the student and its matched teachers on the fixed probe set."""
+        data, bank = self.data, self.bank
+        with torch.no_grad():
+            features = self.student.forward_features(data.rgb_tiles[data.rgb_train[self.probe]].to(self.ctx.device))
+        partners = self.match[self.probe]
+        student_embedding, teacher_embedding = features.embedding.float().cpu(), bank.embeddings[partners]
+        if self.projection is not None:
+            if student_embedding.shape[1] > teacher_embedding.shape[1]:
+                student_embedding = student_embedding @ self.projection
+            else:
+                teacher_embedding = teacher_embedding @ self.projection
+        return {"transport_cost_logit": transport_cost(features.logits.float().cpu(), bank.logits[partners]),
+                "transport_cost_feature": transport_cost(student_embedding, teacher_embedding)}
+
+    def extra_state(self) -> dict[str, Any]:
+        if self.match is None:
+            return {}
+        return {"match": self.match, "match_score": self.score, "match_round": self.round}
+
+    def restore_extra(self, saved: dict[str, Any]) -> None:
+        if "match" in saved:
+            self.match, self.score, self.round = saved["match"], saved["match_score"], int(saved["match_round"])
+
+    def meta(self) -> dict[str, Any]:
+        return {"arch": self.section.arch, "in_channels": 3, "num_classes": self.n_classes,
+                "class_names": list(self.data.student_classes), "tile_size": self.ctx.config.data.rgb_tile_size,
+                "rgb_stats": self.data.rgb_stats.to_dict()}
+
+    def run(self) -> Backbone:
+        ctx = self.ctx
+        run_stage(ctx, StageSpec(
+            "student", self.section.epochs, self.section.batch_size, len(self.data.rgb_train), self.modules,
+            self.optimizer, build_scheduler(self.optimizer, self.section.epochs, ctx.config), self.train_step,
+            self.evaluate, self.meta(), select="student", score=lambda row: (row["val_oa"], row["val_macro_f1"]),
+            after_epoch=self.after_epoch, extra_state=self.extra_state, restore_extra=self.restore_extra,
+        ))
+        ctx.stage_info["student"]["matching_rounds"] = self.round if self.match is not None else 0
+        return self.student
