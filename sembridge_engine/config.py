@@ -8,17 +8,23 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import tomli_w
+
+from sembridge_engine.atomic import write_text_atomic
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step")
 DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
+MAX_EPOCHS = 100_000
+MAX_BATCH = 65_536
+MAX_TILE = 1024
 
 
 class ConfigError(ValueError):
@@ -29,76 +35,201 @@ class ConfigError(ValueError):
         self.key = key
 
 
+def _backbones() -> list[str]:
+    from sembridge_engine.models.backbones import available_backbones
+
+    return available_backbones()
+
+
+def _kd_losses() -> list[str]:
+    from sembridge_engine.distill.losses import KD_LOSSES
+
+    return list(KD_LOSSES)
+
+
+def _band_presets() -> list[str]:
+    from sembridge_engine.data.bands import BAND_PRESETS
+
+    return [*BAND_PRESETS, "custom"]
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """What a config field means and which values it takes: read by validation and by the wizard.
+
+    Numbers must be finite and within [minimum, maximum] (``above`` makes the minimum exclusive);
+    ``choices`` lists the allowed strings (a callable for registries, read when needed).
+    """
+
+    label: str
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    above: bool = False
+    choices: tuple[str, ...] | Callable[[], list[str]] | None = None
+
+    def allowed(self) -> list[str] | None:
+        if self.choices is None:
+            return None
+        return list(self.choices() if callable(self.choices) else self.choices)
+
+    def check(self, key: str, value: Any) -> None:
+        allowed = self.allowed()
+        if allowed is not None and value not in allowed:
+            raise ConfigError(key, f"{value!r} is not allowed; choose one of: {', '.join(allowed)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return
+        if not math.isfinite(value):
+            raise ConfigError(key, f"must be a finite number, got {value!r}")
+        low_ok = self.minimum is None or (value > self.minimum if self.above else value >= self.minimum)
+        if low_ok and (self.maximum is None or value <= self.maximum):
+            return
+        low = None if self.minimum is None else f"{'above' if self.above else 'at least'} {self.minimum:g}"
+        high = None if self.maximum is None else f"at most {self.maximum:g}"
+        if low and high and not self.above:
+            message = f"must be between {self.minimum:g} and {self.maximum:g}"
+        else:
+            message = "must be " + " and ".join(part for part in (low, high) if part)
+        raise ConfigError(key, f"{message}, got {value!r}")
+
+
+def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, label: str, help: str,
+            **rules: Any) -> Any:
+    """A dataclass field carrying its SettingSpec (bounds, choices, label, one-line help)."""
+    return field(default=default, default_factory=factory, metadata={"spec": SettingSpec(label, help, **rules)})
+
+
+def setting_spec(cls: type, name: str) -> SettingSpec:
+    """The SettingSpec of field ``name`` of a config section class."""
+    for item in dataclasses.fields(cls):
+        if item.name == name:
+            return item.metadata["spec"]
+    raise KeyError(f"{cls.__name__} has no field {name!r}")
+
+
+def spec_of(key: str) -> SettingSpec:
+    """The SettingSpec of a dotted key such as ``data.ms_tile_size``."""
+    cls: Any = RunConfig
+    *sections, leaf = key.split(".")
+    for section in sections:
+        cls = typing.get_type_hints(cls)[section]
+    return setting_spec(cls, leaf)
+
+
+TILE_HELP = ("Tiles are resized to this many pixels per side before training; larger keeps more detail but "
+             "costs memory and time roughly with its square.")
+
+
 @dataclass
 class DataConfig:
-    ms_path: str = ""
-    rgb_path: str = ""
-    band_preset: str = "sentinel2_eurosat13"
-    custom_bands: list[str] = field(default_factory=list)
-    custom_rgb: list[str] = field(default_factory=list)
-    classes: list[str] = field(default_factory=list)
-    class_mapping: dict[str, str] = field(default_factory=dict)
-    ms_tile_size: int = 64
-    rgb_tile_size: int = 64
-    rgb_split: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])
-    ms_val_fraction: float = 0.2
+    ms_path: str = setting("", label="MS archive", help="Folder with one sub-folder of multispectral GeoTIFF tiles "
+                           "per class, or a CSV manifest (path,labels) for multi-label archives.")
+    rgb_path: str = setting("", label="RGB imagery", help="Folder with one sub-folder of RGB images (PNG, JPEG, "
+                            "TIFF, GeoTIFF) per class; not paired with the MS tiles.")
+    band_preset: str = setting("sentinel2_eurosat13", label="Band layout", choices=_band_presets,
+                               help="Order of the bands inside the MS files and which are red, green, blue "
+                               "(the matcher's pseudo-RGB). Use 'custom' for another sensor.")
+    custom_bands: list[str] = setting(factory=list, label="Custom band names",
+                                      help="Band names in file order, for band_preset = 'custom'.")
+    custom_rgb: list[str] = setting(factory=list, label="Custom R, G, B",
+                                    help="Three of the custom band names that hold red, green and blue.")
+    classes: list[str] = setting(factory=list, label="Classes",
+                                 help="Classes the student learns (empty: every class both modalities share).")
+    class_mapping: dict[str, str] = setting(factory=dict, label="Class mapping",
+                                            help="RGB folder name -> MS class name, where the two differ.")
+    ms_tile_size: int = setting(64, label="MS tile size (px)", minimum=16, maximum=MAX_TILE, help=TILE_HELP)
+    rgb_tile_size: int = setting(64, label="RGB tile size (px)", minimum=16, maximum=MAX_TILE, help=TILE_HELP)
+    rgb_split: list[float] = setting(factory=lambda: [0.6, 0.2, 0.2], label="RGB train/val/test split",
+                                     help="Fractions of each class's RGB images for training, model selection "
+                                     "and the final test.")
+    ms_val_fraction: float = setting(0.2, label="MS validation fraction", minimum=0, maximum=1, above=True,
+                                     help="Share of each class's MS tiles held out to select the teacher's epoch.")
 
 
 @dataclass
 class StageConfig:
-    arch: str = "resnet34"
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 1e-3
+    arch: str = setting("resnet34", label="Architecture", choices=_backbones,
+                        help="torchvision backbone; ResNet34 is strongest, ShuffleNetV2 fastest.")
+    epochs: int = setting(30, label="Epochs", minimum=0, maximum=MAX_EPOCHS,
+                          help="Passes over the training tiles; 0 skips training (a reused or untrained model).")
+    batch_size: int = setting(64, label="Batch size", minimum=2, maximum=MAX_BATCH,
+                              help="Tiles per optimisation step; lower it if memory runs out.")
+    lr: float = setting(1e-3, label="Learning rate", minimum=0, maximum=10, above=True,
+                        help="Step size of the optimiser; 1e-3 suits Adam.")
 
 
 @dataclass
 class MatcherConfig(StageConfig):
-    epochs: int = 20
-    embed_dim: int = 128
-    temperature: float = 0.07
+    epochs: int = setting(20, label="Epochs", minimum=0, maximum=MAX_EPOCHS,
+                          help="Passes over the MS tiles for the contrastive matcher.")
+    embed_dim: int = setting(128, label="Embedding width", minimum=2, maximum=4096,
+                             help="Width of the shared MS / RGB embedding the matcher compares.")
+    temperature: float = setting(0.07, label="InfoNCE temperature", minimum=0, maximum=10, above=True,
+                                 help="Sharpness of the contrastive loss; CLIP uses 0.07.")
 
 
 @dataclass
 class StudentConfig(StageConfig):
-    epochs: int = 60
-    teacher_from: str = ""
+    epochs: int = setting(60, label="Epochs", minimum=1, maximum=MAX_EPOCHS,
+                          help="Passes over the RGB training images.")
+    teacher_from: str = setting("", label="Reuse teacher from",
+                                help="A finished run folder whose teacher and matcher are reused (same MS data).")
 
 
 @dataclass
 class DistillConfig:
-    loss: str = "kd"
-    params: dict[str, Any] = field(default_factory=dict)
-    pssm: bool = False
-    pssm_params: dict[str, Any] = field(default_factory=dict)
-    lambda1: float = 0.4
-    ssm: bool = True
-    dynm: bool = True
-    ot1: bool = True
-    ot2: bool = True
-    gamma: float = 3.0
-    heads: int = 8
-    planner_width: int = 0      # 0 = the teacher's feature channels (the paper's form); smaller is cheaper
-    e0: int = 10
-    delta_e: int = 10
-    e_mu: int = 5
-    probe_size: int = 64
+    loss: str = setting("kd", label="Distillation loss", choices=_kd_losses,
+                        help="How the student imitates its matched teacher ('none' with no OT terms = RGB-only).")
+    params: dict[str, Any] = setting(factory=dict, label="Loss parameters",
+                                     help="Parameters of the chosen loss (defaults from the loss registry).")
+    pssm: bool = setting(False, label="PSSM mask", help="Only distil where the student is wrong and the teacher "
+                         "agrees enough (per-sample mask on logit losses).")
+    pssm_params: dict[str, Any] = setting(factory=dict, label="PSSM parameters", help="threshold, keep_correct.")
+    lambda1: float = setting(0.4, label="Distillation weight (lambda1)", minimum=0, maximum=1,
+                             help="Weight of the KD term; the alignment terms get lambda2 = 1 - lambda1 (paper: 0.4).")
+    ssm: bool = setting(True, label="Initial matching (SSM)",
+                        help="Pair each RGB tile with its most similar same-class MS tile; off = random pairs.")
+    dynm: bool = setting(True, label="Dynamic re-matching (DynM)",
+                         help="Let the student re-pick its teachers during training at the scheduled epochs.")
+    ot1: bool = setting(True, label="Planner alignment (L_ot1)",
+                        help="CORAL between attention-reweighted teacher and student feature maps.")
+    ot2: bool = setting(True, label="Pooled alignment (L_ot2)",
+                        help="CORAL between pooled teacher and student features.")
+    gamma: float = setting(3.0, label="Re-matching temperature (gamma)", minimum=0, maximum=100, above=True,
+                           help="Softmax temperature of the KL used by DynM (paper: 3).")
+    heads: int = setting(8, label="Planner heads", minimum=1, maximum=64,
+                         help="Attention heads of the Planner (paper: 8).")
+    planner_width: int = setting(0, label="Planner width", minimum=0, maximum=8192,
+                                 help="0 = the teacher's feature channels (the paper's form); smaller is cheaper.")
+    e0: int = setting(10, label="First re-matching epoch (e0)", minimum=0, maximum=MAX_EPOCHS,
+                      help="Student epoch of the first DynM round.")
+    delta_e: int = setting(10, label="Re-matching interval (delta_e)", minimum=1, maximum=MAX_EPOCHS,
+                           help="Epochs between the first two DynM rounds.")
+    e_mu: int = setting(5, label="Interval growth (e_mu)", minimum=0, maximum=MAX_EPOCHS,
+                        help="How much each later interval grows.")
+    probe_size: int = setting(64, label="Transport-cost probe", minimum=2, maximum=100_000,
+                              help="Matched pairs on which the exact transport cost is measured each epoch.")
 
 
 @dataclass
 class TrainConfig:
-    optimizer: str = "adam"
-    weight_decay: float = 1e-4
-    scheduler: str = "none"
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 0
+    optimizer: str = setting("adam", label="Optimiser", choices=OPTIMIZERS, help="Adam suits most runs.")
+    weight_decay: float = setting(1e-4, label="Weight decay", minimum=0, maximum=1,
+                                  help="L2 penalty on the weights.")
+    scheduler: str = setting("none", label="Learning-rate schedule", choices=SCHEDULERS,
+                             help="cosine decays the rate to 0 over each stage; step divides it by 10 at each third.")
+    seed: int = setting(0, label="Seed", minimum=0, maximum=2**31 - 1,
+                        help="Fixes splits, initialisation and data order: the same seed gives the same run.")
+    device: str = setting("auto", label="Device", choices=DEVICE_NAMES,
+                          help="auto picks a CUDA GPU, then Apple MPS, then the CPU.")
+    workers: int = setting(0, label="Decoder threads", minimum=0, maximum=256,
+                           help="Threads that decode tiles (0 = one per core).")
 
 
 @dataclass
 class RunConfig:
-    name: str = "run"
-    output_dir: str = ""
+    name: str = setting("run", label="Run name", help="Names the run folder.")
+    output_dir: str = setting("", label="Output folder", help="Where run folders are created (empty: the app's data folder).")
     data: DataConfig = field(default_factory=DataConfig)
     teacher: StageConfig = field(default_factory=StageConfig)
     matcher: MatcherConfig = field(default_factory=MatcherConfig)
@@ -146,16 +277,19 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             number = float(value)
         except ValueError:
             raise ConfigError(key, f"expected an integer, got {value!r}") from None
-        if number != int(number):
+        if not math.isfinite(number) or number != int(number):
             raise ConfigError(key, f"expected an integer, got {value!r}")
         return int(number)
     if annotation is float:
         if isinstance(value, bool):
             raise ConfigError(key, f"expected a number, got {value!r}")
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(key, f"expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(key, f"must be a finite number, got {value!r}")
+        return number
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(key, f"expected a string, got {value!r}")
@@ -215,21 +349,29 @@ def config_to_dict(config: RunConfig) -> dict[str, Any]:
 def load_config(path: str | Path) -> RunConfig:
     path = Path(path)
     try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
+        text = path.read_bytes().decode("utf-8")
+        data = tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError("config", f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError("config", f"{path} is a folder; give the run configuration file (.toml)") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError("config", f"{path} is not UTF-8 text (byte {error.start}); save it as UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError("config", f"{path} is not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError("config", f"cannot read {path}: {error.strerror or error}") from None
     return config_from_dict(data, path.parent)
+
+
+def config_to_toml(config: RunConfig) -> str:
+    """The TOML text of a config, exactly as ``save_config`` writes it."""
+    return tomli_w.dumps(config_to_dict(config))
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:
     """Write the config as TOML atomically (temp file then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(tomli_w.dumps(config_to_dict(config)).encode("utf-8"))
-    tmp.replace(path)
+    write_text_atomic(Path(path), config_to_toml(config))
 
 
 def _parse_override_value(text: str) -> Any:
@@ -282,80 +424,35 @@ def apply_overrides(config: RunConfig, overrides: Iterable[str]) -> RunConfig:
     return config_from_dict(data, None)
 
 
-def _check_choice(key: str, value: Any, allowed: Iterable[str]) -> None:
-    allowed = list(allowed)
-    if value not in allowed:
-        raise ConfigError(key, f"{value!r} is not allowed; choose one of: {', '.join(allowed)}")
+def _check_fields(section: Any, prefix: str) -> None:
+    """Every field's SettingSpec: choices, finiteness and bounds (nested sections recursively)."""
+    for item in dataclasses.fields(section):
+        value = getattr(section, item.name)
+        if dataclasses.is_dataclass(value):
+            _check_fields(value, f"{item.name}.")
+        else:
+            item.metadata["spec"].check(f"{prefix}{item.name}", value)
 
 
 def validate(config: RunConfig) -> None:
-    """Check ranges and registry names; raises ConfigError naming the key and allowed values."""
-    from sembridge_engine.data.bands import BAND_PRESETS
-    from sembridge_engine.distill.losses import KD_LOSSES
-    from sembridge_engine.models.backbones import available_backbones
+    """Check every field's spec, then the rules that tie fields together; ConfigError names the key."""
+    from sembridge_engine.distill.losses import KDSettingError, check_kd_settings
 
+    _check_fields(config, "")
     data = config.data
-    _check_choice("data.band_preset", data.band_preset, [*BAND_PRESETS, "custom"])
     if data.band_preset == "custom":
         if not data.custom_bands:
             raise ConfigError("data.custom_bands", "band_preset 'custom' needs the list of band names")
         if len(data.custom_rgb) != 3 or not set(data.custom_rgb) <= set(data.custom_bands):
             raise ConfigError("data.custom_rgb", "needs three names from data.custom_bands (R, G, B)")
-    for key in ("ms_tile_size", "rgb_tile_size"):
-        if not 16 <= getattr(data, key) <= 1024:
-            raise ConfigError(f"data.{key}", "must be between 16 and 1024 pixels")
-    if len(data.rgb_split) != 3 or any(f < 0 for f in data.rgb_split) or abs(sum(data.rgb_split) - 1) > 1e-6:
-        raise ConfigError("data.rgb_split", "needs three non-negative fractions train, val, test summing to 1")
-    if data.rgb_split[0] <= 0 or data.rgb_split[1] <= 0 or data.rgb_split[2] <= 0:
-        raise ConfigError("data.rgb_split", "train, val and test fractions must all be above 0")
-    if not 0 < data.ms_val_fraction < 1:
-        raise ConfigError("data.ms_val_fraction", "must be between 0 and 1 (exclusive)")
-    backbones = available_backbones()
-    for section in ("teacher", "matcher", "student"):
-        stage = getattr(config, section)
-        _check_choice(f"{section}.arch", stage.arch, backbones)
-        if stage.epochs < 0:
-            raise ConfigError(f"{section}.epochs", "must be 0 or more")
-        if stage.batch_size < 2:
-            raise ConfigError(f"{section}.batch_size", "must be at least 2")
-        if not stage.lr > 0:
-            raise ConfigError(f"{section}.lr", "must be above 0")
-    if config.student.epochs < 1:
-        raise ConfigError("student.epochs", "must be at least 1")
-    if config.matcher.temperature <= 0:
-        raise ConfigError("matcher.temperature", "must be above 0")
-    if config.matcher.embed_dim < 2:
-        raise ConfigError("matcher.embed_dim", "must be at least 2")
+    if len(data.rgb_split) != 3 or any(not math.isfinite(f) or f <= 0 for f in data.rgb_split) \
+            or abs(sum(data.rgb_split) - 1) > 1e-6:
+        raise ConfigError("data.rgb_split", "needs three fractions train, val, test, each above 0, summing to 1")
     distill = config.distill
-    _check_choice("distill.loss", distill.loss, KD_LOSSES)
-    spec = KD_LOSSES[distill.loss]
-    for key in distill.params:
-        if key not in spec.defaults:
-            allowed = ", ".join(spec.defaults) or "none (this loss takes no parameters)"
-            raise ConfigError(f"distill.params.{key}", f"not a parameter of loss {distill.loss!r}; allowed: {allowed}")
-    if distill.pssm and not spec.supports_pssm:
-        supported = ", ".join(name for name, item in KD_LOSSES.items() if item.supports_pssm)
-        raise ConfigError("distill.pssm", f"PSSM cannot wrap loss {distill.loss!r}; it wraps: {supported}")
-    if not 0 <= distill.lambda1 <= 1:
-        raise ConfigError("distill.lambda1", "must be between 0 and 1 (lambda2 = 1 - lambda1)")
-    if distill.gamma <= 0:
-        raise ConfigError("distill.gamma", "must be above 0")
-    if distill.heads < 1:
-        raise ConfigError("distill.heads", "must be at least 1")
-    if distill.planner_width < 0:
-        raise ConfigError("distill.planner_width", "must be 0 (= the teacher's channels) or a positive width")
-    if distill.e0 < 0 or distill.delta_e < 1 or distill.e_mu < 0:
-        raise ConfigError("distill.e0", "DynM schedule needs e0 >= 0, delta_e >= 1, e_mu >= 0")
-    if distill.probe_size < 2:
-        raise ConfigError("distill.probe_size", "must be at least 2")
-    train = config.train
-    _check_choice("train.optimizer", train.optimizer, OPTIMIZERS)
-    _check_choice("train.scheduler", train.scheduler, SCHEDULERS)
-    _check_choice("train.device", train.device, DEVICE_NAMES)
-    if train.weight_decay < 0:
-        raise ConfigError("train.weight_decay", "must be 0 or more")
-    if train.workers < 0:
-        raise ConfigError("train.workers", "must be 0 or more (0 = automatic)")
+    try:
+        check_kd_settings(distill.loss, distill.params, distill.pssm, distill.pssm_params)
+    except KDSettingError as error:
+        raise ConfigError(f"distill.{error.key}", str(error)) from None
 
 
 def canonical_json(data: Any) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -31,52 +31,31 @@ class KDInputs:
     total_epochs: int
 
 
+class KDSettingError(ValueError):
+    """A KD loss / PSSM setting that cannot be used; ``key`` is relative to the [distill] section."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 @dataclass(frozen=True)
 class KDLossSpec:
+    """One registry entry: what the loss is, its parameters with defaults, and how to build it.
+
+    ``factory(values, mask, student, teacher)`` gets the checked parameters, the checked PSSM
+    parameters (None without PSSM) and the two backbones (for losses that size projections).
+    """
+
     name: str
     description: str
     defaults: dict[str, float | int | bool]
     supports_pssm: bool
-
-
-PSSM_DEFAULTS: dict[str, float | int | bool] = {"threshold": 0.6, "keep_correct": False}
-PSSM_DESCRIPTION = (
-    "Perceptual Solution Space Mask ('Investigating the impact of data distribution shifts on cross-modal KD'): "
-    "per-sample weight on a logit KD loss. Only samples whose student argmax is wrong contribute, with weight "
-    "d = (cos(p_T, p_S) + 1) / 2 on the softmax probabilities, set to 0 when d < threshold (probability vectors "
-    "give d in [0.5, 1]; the paper gives no value, 0.6 drops only clearly inconsistent pairs, cos < 0.2). "
-    "keep_correct=true is the paper's eq. 7 reading (correctly predicted samples keep weight 1)."
-)
-
-KD_LOSSES: dict[str, KDLossSpec] = {spec.name: spec for spec in (
-    KDLossSpec("none", "No distillation term: the student learns from labels (and SemBridge's OT terms) only.",
-               {}, supports_pssm=False),
-    KDLossSpec("kd", "Vanilla KD (Hinton 2015): KL(softmax(t/T) || softmax(s/T)) * T^2.",
-               {"temperature": 4.0}, supports_pssm=True),
-    KDLossSpec("logits", "Logit regression (Ba & Caruana 2014): MSE between student and teacher logits.",
-               {}, supports_pssm=False),
-    KDLossSpec("rkd", "Relational KD (Park 2019): distance (w 25) and angle (w 50) relations between pooled "
-               "embeddings; teacher and student widths may differ.",
-               {"distance_weight": 25.0, "angle_weight": 50.0}, supports_pssm=False),
-    KDLossSpec("dkd", "Decoupled KD (Zhao 2022): alpha*TCKD + beta*NCKD at temperature T, ramped in linearly "
-               "over warmup_epochs.",
-               {"alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup_epochs": 20}, supports_pssm=True),
-    KDLossSpec("ctkd", "Curriculum temperature KD (Li 2023): vanilla KD with one learnable temperature trained "
-               "adversarially through a gradient-reversal layer whose strength follows a cosine ramp 0 -> lambda_max "
-               "over lambda_epochs (0 = all epochs); T = min_temperature + (max_temperature - min_temperature) * "
-               "sigmoid(theta), starting at init_temperature.",
-               {"init_temperature": 4.0, "min_temperature": 1.0, "max_temperature": 21.0, "lambda_max": 1.0,
-                "lambda_epochs": 0}, supports_pssm=True),
-    KDLossSpec("lskd", "Logit-standardised KD (Sun 2024): vanilla KD on per-sample z-scored logits; temperature is "
-               "the paper's base temperature (2), applied after standardisation.",
-               {"temperature": 2.0}, supports_pssm=True),
-    KDLossSpec("dskd", "Dimensional-structure KD (Si et al.): SEM = sum(1 - C_ii)^2 + lambda * sum_{i!=j} C_ij^2 on "
-               "the cross-correlation of the projected student embedding and the teacher embedding, plus DCM = "
-               "log-mean RBF uniformity of the student's intermediate features and a cross term pulling them "
-               "towards the teacher's.",
-               {"sem_weight": 1.0, "dcm_weight": 1.0, "lambda_offdiag": 0.005, "sigma": 0.7071,
-                "normalise_by_dim": True, "center": True, "cross_attract": True}, supports_pssm=False),
-)}
+    factory: Callable[[dict, dict | None, Backbone | None, Backbone | None], "KDLoss"]
+    needs_backbones: bool = False
+    positive: tuple[str, ...] = ()      # parameters that must be above 0
+    non_negative: tuple[str, ...] = ()  # parameters that must be 0 or more
+    check: Callable[[dict], str | None] = lambda values: None  # a rule across parameters: message or None
 
 
 class KDLoss(nn.Module):
@@ -84,11 +63,6 @@ class KDLoss(nn.Module):
 
     def forward(self, inputs: KDInputs) -> Tensor:
         raise NotImplementedError
-
-
-def _check_positive(name: str, key: str, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"KD loss {name!r}: parameter {key!r} must be > 0, got {value}")
 
 
 def kl_per_sample(student_logits: Tensor, teacher_logits: Tensor, temperature: Tensor | float) -> Tensor:
@@ -149,7 +123,6 @@ class PerSampleLogitKD(KDLoss):
 class VanillaKD(PerSampleLogitKD):
     def __init__(self, temperature: float, pssm=None):
         super().__init__(pssm)
-        _check_positive("kd", "temperature", temperature)
         self.temperature = temperature
 
     def per_sample(self, student_logits, teacher_logits, inputs):
@@ -210,9 +183,6 @@ def _target_and_rest(log_probs: Tensor, target_mask: Tensor) -> Tensor:
 class DecoupledKD(PerSampleLogitKD):
     def __init__(self, alpha: float, beta: float, temperature: float, warmup_epochs: int, pssm=None):
         super().__init__(pssm)
-        _check_positive("dkd", "temperature", temperature)
-        if warmup_epochs < 0:
-            raise ValueError(f"KD loss 'dkd': parameter 'warmup_epochs' must be >= 0, got {warmup_epochs}")
         self.alpha, self.beta, self.temperature, self.warmup_epochs = alpha, beta, temperature, int(warmup_epochs)
 
     def schedule(self, inputs: KDInputs) -> float:
@@ -250,9 +220,6 @@ class CurriculumTemperatureKD(PerSampleLogitKD):
     def __init__(self, init_temperature: float, min_temperature: float, max_temperature: float,
                  lambda_max: float, lambda_epochs: int, pssm=None):
         super().__init__(pssm)
-        if not 0 < min_temperature < init_temperature < max_temperature:
-            raise ValueError("KD loss 'ctkd': need 0 < min_temperature < init_temperature < max_temperature, got "
-                             f"{min_temperature}, {init_temperature}, {max_temperature}")
         self.min_temperature, self.max_temperature = min_temperature, max_temperature
         self.lambda_max, self.lambda_epochs = lambda_max, int(lambda_epochs)
         fraction = (init_temperature - min_temperature) / (max_temperature - min_temperature)
@@ -279,7 +246,6 @@ def _standardise(logits: Tensor) -> Tensor:
 class LogitStandardisedKD(PerSampleLogitKD):
     def __init__(self, temperature: float, pssm=None):
         super().__init__(pssm)
-        _check_positive("lskd", "temperature", temperature)
         self.temperature = temperature
 
     def per_sample(self, student_logits, teacher_logits, inputs):
@@ -313,7 +279,6 @@ class DimensionalStructureKD(KDLoss):
     def __init__(self, student: Backbone, teacher: Backbone, sem_weight: float, dcm_weight: float,
                  lambda_offdiag: float, sigma: float, normalise_by_dim: bool, center: bool, cross_attract: bool):
         super().__init__()
-        _check_positive("dskd", "sigma", sigma)
         self.sem_weight, self.dcm_weight, self.lambda_offdiag, self.sigma = sem_weight, dcm_weight, lambda_offdiag, sigma
         self.normalise_by_dim, self.center, self.cross_attract = normalise_by_dim, center, cross_attract
         self.embedding_projector = nn.Sequential(
@@ -353,53 +318,121 @@ class DimensionalStructureKD(KDLoss):
         return self.sem_weight * sem + self.dcm_weight * dcm
 
 
-def _validated_params(name: str, defaults: Mapping, given: Mapping, what: str) -> dict:
+def _check_value(what: str, key: str, default, value):
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise KDSettingError(key, f"{what} parameter {key.rpartition('.')[2]!r} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise KDSettingError(key, f"{what} parameter {key.rpartition('.')[2]!r} must be an integer, got {value!r}")
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise KDSettingError(key, f"{what} parameter {key.rpartition('.')[2]!r} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _checked_params(what: str, section: str, defaults: Mapping, given: Mapping) -> dict:
     merged = dict(defaults)
     for key, value in given.items():
         if key not in defaults:
-            allowed = ", ".join(sorted(defaults)) or "none"
-            raise ValueError(f"unknown {what} parameter {key!r} for {name!r}; allowed: {allowed}")
-        default = defaults[key]
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ValueError(f"{what} parameter {key!r} for {name!r} must be true or false, got {value!r}")
-        elif isinstance(default, int):
-            if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-                raise ValueError(f"{what} parameter {key!r} for {name!r} must be an integer, got {value!r}")
-            value = int(value)
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{what} parameter {key!r} for {name!r} must be a number, got {value!r}")
-        else:
-            value = float(value)
-        merged[key] = value
+            allowed = ", ".join(defaults) or "none (it takes no parameters)"
+            raise KDSettingError(f"{section}.{key}", f"{key!r} is not a parameter of {what}; allowed: {allowed}")
+        merged[key] = _check_value(what, f"{section}.{key}", defaults[key], value)
     return merged
+
+
+def check_kd_settings(name: str, params: Mapping = {}, pssm: bool = False,
+                      pssm_params: Mapping = {}) -> tuple[dict, dict | None]:
+    """The loss's parameters and the PSSM parameters (None without PSSM) with defaults filled in.
+
+    Raises KDSettingError naming the setting (``loss``, ``params.X``, ``pssm``, ``pssm_params.X``) and
+    the allowed values: the one place these rules live (the config validation calls it too).
+    """
+    if name not in KD_LOSSES:
+        raise KDSettingError("loss", f"unknown KD loss {name!r}; choose one of: {', '.join(KD_LOSSES)}")
+    spec = KD_LOSSES[name]
+    values = _checked_params(f"KD loss {name!r}", "params", spec.defaults, params)
+    for key in spec.positive:
+        if not values[key] > 0:
+            raise KDSettingError(f"params.{key}", f"KD loss {name!r}: parameter {key!r} must be > 0, got {values[key]}")
+    for key in spec.non_negative:
+        if values[key] < 0:
+            raise KDSettingError(f"params.{key}", f"KD loss {name!r}: parameter {key!r} must be >= 0, got {values[key]}")
+    problem = spec.check(values)
+    if problem:
+        raise KDSettingError("params", f"KD loss {name!r}: {problem}")
+    if pssm and not spec.supports_pssm:
+        supported = ", ".join(item.name for item in KD_LOSSES.values() if item.supports_pssm)
+        raise KDSettingError("pssm", f"PSSM cannot wrap KD loss {name!r}; it wraps: {supported}")
+    mask = _checked_params("PSSM", "pssm_params", PSSM_DEFAULTS, pssm_params) if pssm else None
+    return values, mask
 
 
 def build_kd_loss(name: str, params: Mapping = {}, *, student: Backbone | None, teacher: Backbone | None, pssm: bool = False,
                   pssm_params: Mapping = {}) -> KDLoss:
     """Instantiate a registered KD loss; ValueError names the bad key and the allowed values."""
-    if name not in KD_LOSSES:
-        raise ValueError(f"unknown KD loss {name!r}; choose one of {', '.join(KD_LOSSES)}")
+    values, mask = check_kd_settings(name, params, pssm, pssm_params)
     spec = KD_LOSSES[name]
-    values = _validated_params(name, spec.defaults, params, "KD loss")
-    if pssm and not spec.supports_pssm:
-        supported = ", ".join(n for n, s in KD_LOSSES.items() if s.supports_pssm)
-        raise ValueError(f"PSSM cannot wrap KD loss {name!r}; it wraps: {supported}")
-    mask = _validated_params("pssm", PSSM_DEFAULTS, pssm_params, "PSSM") if pssm else None
-    if name == "none":
-        return NoKD()
-    if name == "kd":
-        return VanillaKD(pssm=mask, **values)
-    if name == "logits":
-        return LogitMSE()
-    if name == "rkd":
-        return RelationalKD(**values)
-    if name == "dkd":
-        return DecoupledKD(pssm=mask, **values)
-    if name == "ctkd":
-        return CurriculumTemperatureKD(pssm=mask, **values)
-    if name == "lskd":
-        return LogitStandardisedKD(pssm=mask, **values)
-    if student is None or teacher is None:
-        raise ValueError("KD loss 'dskd' sizes its projectors from the student and teacher backbones; pass both")
-    return DimensionalStructureKD(student, teacher, **values)
+    if spec.needs_backbones and (student is None or teacher is None):
+        raise ValueError(f"KD loss {name!r} sizes its projectors from the student and teacher backbones; pass both")
+    return spec.factory(values, mask, student, teacher)
+
+
+def _ctkd_temperatures(values: dict) -> str | None:
+    low, start, high = values["min_temperature"], values["init_temperature"], values["max_temperature"]
+    if not 0 < low < start < high:
+        return f"need 0 < min_temperature < init_temperature < max_temperature, got {low}, {start}, {high}"
+    return None
+
+
+PSSM_DEFAULTS: dict[str, float | int | bool] = {"threshold": 0.6, "keep_correct": False}
+PSSM_DESCRIPTION = (
+    "Perceptual Solution Space Mask ('Investigating the impact of data distribution shifts on cross-modal KD'): "
+    "per-sample weight on a logit KD loss. Only samples whose student argmax is wrong contribute, with weight "
+    "d = (cos(p_T, p_S) + 1) / 2 on the softmax probabilities, set to 0 when d < threshold (probability vectors "
+    "give d in [0.5, 1]; the paper gives no value, 0.6 drops only clearly inconsistent pairs, cos < 0.2). "
+    "keep_correct=true is the paper's eq. 7 reading (correctly predicted samples keep weight 1)."
+)
+
+KD_LOSSES: dict[str, KDLossSpec] = {spec.name: spec for spec in (
+    KDLossSpec("none", "No distillation term: the student learns from labels (and SemBridge's OT terms) only.",
+               {}, supports_pssm=False, factory=lambda values, mask, student, teacher: NoKD()),
+    KDLossSpec("kd", "Vanilla KD (Hinton 2015): KL(softmax(t/T) || softmax(s/T)) * T^2.",
+               {"temperature": 4.0}, supports_pssm=True,
+               factory=lambda values, mask, student, teacher: VanillaKD(pssm=mask, **values), positive=("temperature",)),
+    KDLossSpec("logits", "Logit regression (Ba & Caruana 2014): MSE between student and teacher logits.",
+               {}, supports_pssm=False, factory=lambda values, mask, student, teacher: LogitMSE()),
+    KDLossSpec("rkd", "Relational KD (Park 2019): distance (w 25) and angle (w 50) relations between pooled "
+               "embeddings; teacher and student widths may differ.",
+               {"distance_weight": 25.0, "angle_weight": 50.0}, supports_pssm=False,
+               factory=lambda values, mask, student, teacher: RelationalKD(**values)),
+    KDLossSpec("dkd", "Decoupled KD (Zhao 2022): alpha*TCKD + beta*NCKD at temperature T, ramped in linearly "
+               "over warmup_epochs.",
+               {"alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup_epochs": 20}, supports_pssm=True,
+               factory=lambda values, mask, student, teacher: DecoupledKD(pssm=mask, **values),
+               positive=("temperature",), non_negative=("warmup_epochs",)),
+    KDLossSpec("ctkd", "Curriculum temperature KD (Li 2023): vanilla KD with one learnable temperature trained "
+               "adversarially through a gradient-reversal layer whose strength follows a cosine ramp 0 -> lambda_max "
+               "over lambda_epochs (0 = all epochs); T = min_temperature + (max_temperature - min_temperature) * "
+               "sigmoid(theta), starting at init_temperature.",
+               {"init_temperature": 4.0, "min_temperature": 1.0, "max_temperature": 21.0, "lambda_max": 1.0,
+                "lambda_epochs": 0}, supports_pssm=True,
+               factory=lambda values, mask, student, teacher: CurriculumTemperatureKD(pssm=mask, **values),
+               check=_ctkd_temperatures),
+    KDLossSpec("lskd", "Logit-standardised KD (Sun 2024): vanilla KD on per-sample z-scored logits; temperature is "
+               "the paper's base temperature (2), applied after standardisation.",
+               {"temperature": 2.0}, supports_pssm=True,
+               factory=lambda values, mask, student, teacher: LogitStandardisedKD(pssm=mask, **values),
+               positive=("temperature",)),
+    KDLossSpec("dskd", "Dimensional-structure KD (Si et al.): SEM = sum(1 - C_ii)^2 + lambda * sum_{i!=j} C_ij^2 on "
+               "the cross-correlation of the projected student embedding and the teacher embedding, plus DCM = "
+               "log-mean RBF uniformity of the student's intermediate features and a cross term pulling them "
+               "towards the teacher's.",
+               {"sem_weight": 1.0, "dcm_weight": 1.0, "lambda_offdiag": 0.005, "sigma": 0.7071,
+                "normalise_by_dim": True, "center": True, "cross_attract": True}, supports_pssm=False,
+               factory=lambda values, mask, student, teacher: DimensionalStructureKD(student, teacher, **values),
+               needs_backbones=True, positive=("sigma",)),
+)}
+
+
