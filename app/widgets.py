@@ -8,8 +8,11 @@ import numpy as np
 from PySide6.QtCore import QUrl, Qt, Signal
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage
 from PySide6.QtWidgets import (
-    QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget,
+    QAbstractSpinBox, QDoubleSpinBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
+    QVBoxLayout, QWidget,
 )
+
+SPIN_LIMIT = 2**31 - 1  # QSpinBox holds a C int
 
 
 def local_paths(urls: Sequence[QUrl]) -> list[Path]:
@@ -43,6 +46,26 @@ def rgb8_to_qimage(rgb: np.ndarray) -> QImage:
     height, width, _ = rgb.shape
     data = np.ascontiguousarray(rgb)
     return QImage(data.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
+
+
+def setting_spin(key: str, *, decimals: int = 0, step: float = 1.0) -> QAbstractSpinBox:
+    """A spin box for config key ``key`` whose range and tooltip come from the config's SettingSpec,
+    so the wizard offers exactly the values the engine accepts. ``decimals`` > 0 gives a float box;
+    an exclusive minimum becomes the smallest step above it."""
+    from sembridge_engine.config import spec_of
+
+    spec = spec_of(key)
+    if decimals:
+        box: QAbstractSpinBox = QDoubleSpinBox(decimals=decimals, singleStep=step)
+        smallest = 10.0 ** -decimals
+        low = spec.minimum + smallest if spec.above else spec.minimum
+        box.setRange(low if low is not None else -1e12, spec.maximum if spec.maximum is not None else 1e12)
+    else:
+        box = QSpinBox(singleStep=int(step))
+        low = int(spec.minimum) + 1 if spec.above else int(spec.minimum)
+        box.setRange(max(low, -SPIN_LIMIT), int(min(spec.maximum, SPIN_LIMIT)))
+    box.setToolTip(f"<b>{spec.label}</b><br>{spec.help}")
+    return box
 
 
 class LocalPathDrops:

@@ -7,7 +7,6 @@ slow (file discovery, reading thumbnails) runs in a worker thread.
 from __future__ import annotations
 
 import copy
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,18 +22,11 @@ from PySide6.QtWidgets import (
 
 from app.settings import Settings
 from app.widgets import (
-    PathField, display_rgb8, error_label, human_bytes, human_seconds, rgb8_to_qimage, show_error,
+    PathField, display_rgb8, error_label, human_bytes, human_seconds, rgb8_to_qimage, setting_spin, show_error,
 )
 from app.workers import EngineWorker, plain_worker
 
 THUMB_SIZE = 160
-# Rough training throughput (images/s) at 64x64 on a 2-thread CPU, from docs/environment.md, and
-# the fixed cost of a run (loading, evaluation, export) and of an epoch (validation, transport cost,
-# checkpoint): only for the order-of-magnitude time estimate on the Review page.
-TRAIN_IMAGES_PER_SECOND = {"resnet34": 40.0, "mobilenet_v2": 120.0, "shufflenet_v2_x1_0": 270.0,
-                           "shufflenet_v2_x0_5": 400.0}
-RUN_OVERHEAD_SECONDS = 25.0
-EPOCH_OVERHEAD_SECONDS = 2.0
 UNMAPPED = "(same name)"
 
 
@@ -517,12 +509,12 @@ class DistillPage(QWizardPage):
         self.dynm_check = QCheckBox("DynM: dynamic re-matching")
         self.ot1_check = QCheckBox("L_ot1 (CORAL alignment)")
         self.ot2_check = QCheckBox("L_ot2 (planner transport)")
-        self.lambda1 = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=1.0, singleStep=0.05)
-        self.gamma = QDoubleSpinBox(decimals=2, minimum=0.01, maximum=100.0, singleStep=0.5)
-        self.heads = QSpinBox(minimum=1, maximum=64)
-        self.e0 = QSpinBox(minimum=0, maximum=10000)
-        self.delta_e = QSpinBox(minimum=1, maximum=10000)
-        self.e_mu = QSpinBox(minimum=0, maximum=10000)
+        self.lambda1 = setting_spin("distill.lambda1", decimals=2, step=0.05)
+        self.gamma = setting_spin("distill.gamma", decimals=2, step=0.5)
+        self.heads = setting_spin("distill.heads")
+        self.e0 = setting_spin("distill.e0")
+        self.delta_e = setting_spin("distill.delta_e")
+        self.e_mu = setting_spin("distill.e_mu")
         self.schedule_label = QLabel()
         self.schedule_label.setWordWrap(True)
 
@@ -684,16 +676,16 @@ class TrainingPage(QWizardPage):
         for column, title in enumerate(("Stage", "Epochs", "Batch size", "Learning rate")):
             grid.addWidget(QLabel(f"<b>{title}</b>"), 0, column)
         for row, stage in enumerate(self.STAGES, start=1):
-            self.epochs[stage] = QSpinBox(minimum=0 if stage != "student" else 1, maximum=10000)
-            self.batch[stage] = QSpinBox(minimum=2, maximum=4096)
-            self.lr[stage] = QDoubleSpinBox(decimals=5, minimum=0.00001, maximum=10.0, singleStep=0.0001)
+            self.epochs[stage] = setting_spin(f"{stage}.epochs")
+            self.batch[stage] = setting_spin(f"{stage}.batch_size")
+            self.lr[stage] = setting_spin(f"{stage}.lr", decimals=5, step=0.0001)
             grid.addWidget(QLabel(stage.capitalize()), row, 0)
             grid.addWidget(self.epochs[stage], row, 1)
             grid.addWidget(self.batch[stage], row, 2)
             grid.addWidget(self.lr[stage], row, 3)
-        self.ms_tile = QSpinBox(minimum=16, maximum=1024, singleStep=16)
-        self.rgb_tile = QSpinBox(minimum=16, maximum=1024, singleStep=16)
-        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1)
+        self.ms_tile = setting_spin("data.ms_tile_size", step=16)
+        self.rgb_tile = setting_spin("data.rgb_tile_size", step=16)
+        self.seed = setting_spin("train.seed")
         self.device_combo = QComboBox()
         self.name_edit = QLineEdit()
         self.output_field = PathField("Folder where the run folder is created")
@@ -767,33 +759,6 @@ class TrainingPage(QWizardPage):
         return True
 
 
-def config_toml(config) -> str:
-    """The TOML text save_config would write (rendered through a temporary file)."""
-    from sembridge_engine.config import save_config
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "config.toml"
-        save_config(config, path)
-        return path.read_text(encoding="utf-8")
-
-
-def estimate_seconds(config, n_ms: int, n_rgb: int) -> float:
-    """Order-of-magnitude training time on a small CPU (the GPU will be much faster)."""
-
-    def seconds(arch: str, images: float, epochs: int, tile: int, factor: float = 1.0) -> float:
-        speed = TRAIN_IMAGES_PER_SECOND.get(arch, 60.0) * min((64.0 / tile) ** 2, 2.0)
-        return factor * images * epochs / speed + EPOCH_OVERHEAD_SECONDS * epochs
-
-    rgb_train = n_rgb * config.data.rgb_split[0]
-    total = RUN_OVERHEAD_SECONDS + seconds(config.student.arch, rgb_train, config.student.epochs, config.data.rgb_tile_size,
-                    1.5 if config.uses_teacher else 1.0)
-    if config.uses_teacher and not config.student.teacher_from:
-        total += seconds(config.teacher.arch, n_ms, config.teacher.epochs, config.data.ms_tile_size)
-        if config.uses_matcher:
-            total += seconds(config.matcher.arch, n_ms, config.matcher.epochs, config.data.ms_tile_size, 2.0)
-    return total
-
-
 class ReviewPage(QWizardPage):
     """The full config as TOML, memory and time estimates; Save config… or Launch."""
 
@@ -816,7 +781,7 @@ class ReviewPage(QWizardPage):
         self.valid = False
 
     def initializePage(self) -> None:
-        from sembridge_engine.config import ConfigError, validate
+        from sembridge_engine.config import ConfigError, config_to_toml, validate
 
         config = self._wizard.config
         try:
@@ -826,12 +791,12 @@ class ReviewPage(QWizardPage):
         except ConfigError as error:
             self.valid = False
             show_error(self.error_label, f"The configuration is not valid: {error}")
-        self.toml_view.setPlainText(config_toml(config))
+        self.toml_view.setPlainText(config_to_toml(config))
         self.estimate_label.setText(self.estimate_text())
         self.completeChanged.emit()
 
     def estimate_text(self) -> str:
-        from sembridge_engine.data.cache import estimate_memory_bytes
+        from sembridge_engine.training.estimate import estimate_run
 
         config = self._wizard.config
         summary = self._wizard.summary
@@ -841,12 +806,10 @@ class ReviewPage(QWizardPage):
         rgb_to_ms = self._wizard.page_classes.alignment.rgb_to_ms
         n_rgb = sum(count for name, count in summary.rgb_index.counts().items() if rgb_to_ms.get(name, name) in chosen)
         channels = summary.ms_header.band_count if summary.ms_header is not None else 13
-        memory = (estimate_memory_bytes(n_ms, channels, config.data.ms_tile_size)
-                  + estimate_memory_bytes(n_rgb, 3, config.data.rgb_tile_size))
-        seconds = estimate_seconds(config, n_ms, n_rgb)
+        estimate = estimate_run(config, n_ms, n_rgb, channels)
         return (f"{n_ms} MS tiles and {n_rgb} RGB images in {len(chosen)} classes. "
-                f"Estimated memory for the tile caches: {human_bytes(memory)}. "
-                f"Rough training time on a 2-core CPU: {human_seconds(seconds)} (a GPU is much faster).")
+                f"Estimated memory for the tile caches: {human_bytes(estimate.memory_bytes)}. "
+                f"Rough training time on a 2-core CPU: {human_seconds(estimate.seconds)} (a GPU is much faster).")
 
     def isComplete(self) -> bool:
         return self.valid
