@@ -20,8 +20,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(MAKE) check
 
-# What `make test` checks, on an existing environment (PY= another interpreter, e.g. in a worktree).
+# What `make test` checks, on an existing environment (PY= another interpreter, e.g. in a worktree):
+# the import contracts (engine never imports Qt; engine layers), ruff, then the test suite.
 check:
+	$(dir $(PY))lint-imports --no-cache
+	$(PY) -m ruff check --quiet
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

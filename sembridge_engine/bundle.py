@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import warnings
 import zipfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 

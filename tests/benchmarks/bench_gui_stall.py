@@ -47,7 +47,7 @@ def main() -> int:
     from app.workers import TrainWorker, warm_up_engine
     from resources import demo_project
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    _application = QApplication.instance() or QApplication(sys.argv[:1])  # alive for the whole benchmark
     started = time.perf_counter()
     warm_up_engine()  # what the app does at start-up, before any run
     from sembridge_engine.config import apply_overrides, load_config

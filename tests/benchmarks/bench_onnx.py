@@ -60,11 +60,11 @@ def main() -> None:
                                                providers=["CPUExecutionProvider"])
         input_name = session.get_inputs()[0].name
 
-        def run_torch():
+        def run_torch(model=model):
             with torch.inference_mode():
                 return torch.cat([model(batch) for batch in batches]).numpy()
 
-        def run_onnx():
+        def run_onnx(session=session, input_name=input_name):
             return np.concatenate([session.run(None, {input_name: batch.numpy()})[0] for batch in batches])
 
         difference = float(np.abs(run_torch() - run_onnx()).max())

@@ -278,8 +278,8 @@ def diversity_rows(out: Path, pair: str, keys: tuple[str, ...]) -> list[str]:
             continue
         first, last = [r[0] for r in seeds], [r[-1] for r in seeds]
         rows.append(f"| {short(key)} | {len(seeds)} | {statistics.mean(f[0] for f in first):.1f} | "
-                    f"{100 * statistics.mean(f[1] for f in first):.0f}% | {statistics.mean(l[0] for l in last):.1f} | "
-                    f"{100 * statistics.mean(l[1] for l in last):.0f}% |")
+                    f"{100 * statistics.mean(f[1] for f in first):.0f}% | {statistics.mean(final[0] for final in last):.1f} | "
+                    f"{100 * statistics.mean(final[1] for final in last):.0f}% |")
     return rows
 
 

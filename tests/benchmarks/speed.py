@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = ["## Speed", "", f"- machine: {machine_line()}",
              f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", f"- commit: {commit()}",
-             f"- command: `.venv/bin/python tests/benchmarks/speed.py`", ""]
+             "- command: `.venv/bin/python tests/benchmarks/speed.py`", ""]
     failures = 0
     for key, (title, script) in BENCHMARKS.items():
         if args.only and key not in args.only:
