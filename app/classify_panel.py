@@ -2,9 +2,6 @@
 confidence bar; sort, filter by class and export to CSV. Classification runs in a worker."""
 from __future__ import annotations
 
-import csv
-import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -388,16 +385,9 @@ class ClassifyPanel(QWidget):
             self.export_csv(Path(path))
 
     def export_csv(self, path: Path) -> Path:
-        """Visible rows (after filter and sort) as path, predicted class, confidence, top-3, error."""
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["path", "predicted_class", "confidence", "top3", "error"])
-        for tile in self.visible_tiles():
-            top = "; ".join(f"{name}:{prob:.4f}" for name, prob in tile.top or [])
-            confidence = f"{tile.confidence:.4f}" if tile.top else ""
-            writer.writerow([tile.path, tile.predicted, confidence, top, tile.error or ""])
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(buffer.getvalue(), encoding="utf-8")
-        os.replace(tmp, path)
+        """Visible rows (after filter and sort) in the engine's prediction-table layout."""
+        from sembridge_engine.labelling.prediction_table import write_predictions_csv
+
+        write_predictions_csv(path, self.visible_tiles())
         self.status_label.setText(f"Exported {self.proxy.rowCount()} row(s) to {path}")
         return path

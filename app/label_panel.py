@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 from app.settings import Settings, data_dir
 from app.widgets import DropArea, PathField, error_label, human_bytes, human_seconds, show_error
 from app.workers import EngineWorker, plain_worker
+from sembridge_engine.labelling.options import LabelOptions
 
 SCENE_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2"}
 
@@ -31,35 +32,25 @@ class PlanOutcome:
 
 def plan_job(bundle, scene: str, tile: int, stride: int, batch: int, bands: list[int] | None,
              device: str) -> PlanOutcome:
-    """Scene header plus plan_scene (worker thread); a band problem is reported, not raised."""
-    from sembridge_engine.data.readers import read_header
+    """Scene description plus plan_scene (worker thread); a band problem is reported, not raised."""
     from sembridge_engine.labelling.scene import plan_scene
+    from sembridge_engine.labelling.source import describe_scene
 
-    header = read_header(scene)
-    outcome = PlanOutcome(header.band_count, [])
+    info = describe_scene(scene)
+    outcome = PlanOutcome(info.band_count, list(info.band_descriptions))
     try:
-        import rasterio
-
-        with rasterio.open(scene) as dataset:
-            outcome.band_descriptions = [text or "" for text in dataset.descriptions]
-    except (OSError, ValueError):
-        outcome.band_descriptions = []
-    try:
-        outcome.plan = plan_scene(bundle, scene, tile=tile or None, stride=stride or None, batch=batch,
-                                  bands=bands, device=device)
+        outcome.plan = plan_scene(bundle, scene, LabelOptions(tile=tile or None, stride=stride or None, batch=batch,
+                                                              bands=bands, device=device))
     except ValueError as error:
         outcome.error = str(error)
     return outcome
 
 
-def label_job(bundle, scenes: list[str], out_dir: Path, options: dict, callback, cancel) -> list:
-    """label_scene for each scene in turn (worker thread)."""
+def label_job(bundle, scenes: list[str], out_dir: Path, options, callback, cancel) -> list:
+    """label_scene for each scene in turn (worker thread) with the same LabelOptions."""
     from sembridge_engine.labelling.scene import label_scene
 
-    results = []
-    for scene in scenes:
-        results.append(label_scene(bundle, scene, out_dir, callback=callback, cancel=cancel, **options))
-    return results
+    return [label_scene(bundle, scene, out_dir, options, callback=callback, cancel=cancel) for scene in scenes]
 
 
 class LabelPanel(QWidget):
@@ -270,7 +261,7 @@ class LabelPanel(QWidget):
         for spin in (self.tile_spin, self.stride_spin):
             spin.blockSignals(True)
         self.tile_spin.setValue(bundle.tile_size)
-        self.stride_spin.setValue(max(1, bundle.tile_size // 2))
+        self.stride_spin.setValue(LabelOptions.stride_for(bundle.tile_size))
         for spin in (self.tile_spin, self.stride_spin):
             spin.blockSignals(False)
         self.bundleLoaded.emit()
@@ -364,9 +355,9 @@ class LabelPanel(QWidget):
         if self.bundle is None or not self.scenes() or self.label_worker is not None:
             return
         out_dir = Path(self.output_field.path() or data_dir() / "maps")
-        options = {"tile": self.tile_spin.value(), "stride": self.stride_spin.value(),
-                   "batch": self.batch_spin.value(), "bands": self.selected_bands(),
-                   "device": self.settings.device, "write_probabilities": self.probabilities_check.isChecked()}
+        options = LabelOptions(tile=self.tile_spin.value(), stride=self.stride_spin.value(), batch=self.batch_spin.value(),
+                               bands=self.selected_bands(), device=self.settings.device,
+                               probabilities=self.probabilities_check.isChecked())
         scenes = self.scenes()
         bundle = self.bundle
         worker = EngineWorker(lambda callback, cancel: label_job(bundle, scenes, out_dir, options, callback, cancel))

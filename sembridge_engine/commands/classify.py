@@ -13,25 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
-    output.add_argument("--csv", metavar="FILE", help="write path,rank,class,probability,error rows to FILE")
-
-
-def _write_csv(path: str, results) -> None:
-    import csv
-    import os
-    from pathlib import Path
-
-    target = Path(path)
-    temporary = target.with_name(f".{target.name}.partial")
-    with temporary.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "rank", "class", "probability", "error"])
-        for result in results:
-            if result.top is None:
-                writer.writerow([result.path, "", "", "", result.error])
-            for rank, (name, probability) in enumerate(result.top or [], start=1):
-                writer.writerow([result.path, rank, name, f"{probability:.6f}", ""])
-    os.replace(temporary, target)
+    output.add_argument("--csv", metavar="FILE", help="write one row per file (path, predicted_class, confidence, further ranks, error) to FILE")
 
 
 def run(args) -> int:
@@ -39,8 +21,11 @@ def run(args) -> int:
 
     from sembridge_engine.bundle import BundleError, load_bundle
     from sembridge_engine.labelling.classify import classify_files
+    from sembridge_engine.labelling.prediction_table import check_table_target, write_predictions_csv
 
     try:
+        if args.csv:
+            check_table_target(args.csv)
         bundle = load_bundle(args.model)
         results = classify_files(bundle, args.paths, top_k=args.top_k, batch_size=args.batch, device=args.device)
     except (BundleError, ValueError, OSError) as error:
@@ -52,7 +37,11 @@ def run(args) -> int:
     if args.json:
         print(json.dumps([result.to_dict() for result in results], indent=2))
     elif args.csv:
-        _write_csv(args.csv, results)
+        try:
+            write_predictions_csv(args.csv, results)
+        except OSError as error:
+            print(f"error: cannot write {args.csv}: {error.strerror or error}", file=sys.stderr)
+            return 1
         print(f"wrote {args.csv} ({len(results)} files)")
     else:
         for result in results:

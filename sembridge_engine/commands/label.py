@@ -5,27 +5,49 @@ import argparse
 import sys
 
 
-def _band_list(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--bands takes 1-based band numbers separated by commas, e.g. 3,2,1; got {text!r}") from None
+def _numbers(what: str, count: int | None, kind):
+    def parse(text: str):
+        from sembridge_engine.labelling.options import parse_numbers
+
+        try:
+            return parse_numbers(text, what, count, kind)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from sembridge_engine.labelling.options import DEFAULT_BATCH
+
     parser.add_argument("--model", required=True, metavar="BUNDLE", help="model bundle (.sembridge)")
     parser.add_argument("--scene", required=True, metavar="FILE", help="GeoTIFF (or any GDAL raster) to label")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     parser.add_argument("--tile", type=int, default=None, metavar="N", help="window size in scene pixels (default: the model's tile size)")
     parser.add_argument("--stride", type=int, default=None, metavar="N", help="window step in scene pixels, <= tile (default tile/2)")
-    parser.add_argument("--batch", type=int, default=32, metavar="N", help="windows per model batch (default 32)")
-    parser.add_argument("--bands", type=_band_list, default=None, metavar="R,G,B",
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, metavar="N", help=f"windows per model batch (default {DEFAULT_BATCH})")
+    parser.add_argument("--bands", type=_numbers("--bands", None, int), default=None, metavar="R,G,B",
                         help="1-based scene bands for the model's inputs (default: from band descriptions / colour interpretation)")
     parser.add_argument("--nodata", type=float, default=None, metavar="V", help="nodata value overriding the file's")
+    parser.add_argument("--window", type=_numbers("--window", 4, int), default=None, metavar="COL,ROW,WIDTH,HEIGHT",
+                        help="label only this pixel window of the scene")
+    parser.add_argument("--extent", type=_numbers("--extent", 4, float), default=None, metavar="XMIN,YMIN,XMAX,YMAX",
+                        help="label only this extent, in the scene's CRS units")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     parser.add_argument("--probabilities", action="store_true", help="also write a per-class probability GeoTIFF")
     parser.add_argument("--no-polygons", action="store_true", help="skip the GeoPackage of class polygons")
+    parser.add_argument("--no-preview", action="store_true", help="skip the PNG preview")
     parser.add_argument("--plan", action="store_true", help="only print the pre-flight estimate (windows, memory, time)")
+
+
+def options_from_args(args):
+    """The job's LabelOptions from the parsed command line (validated by LabelOptions itself)."""
+    from sembridge_engine.labelling.options import LabelOptions, PixelWindow
+
+    return LabelOptions(
+        tile=args.tile, stride=args.stride, batch=args.batch, bands=args.bands, nodata=args.nodata, device=args.device,
+        probabilities=args.probabilities, polygons=not args.no_polygons, preview=not args.no_preview,
+        window=PixelWindow(*args.window) if args.window else None, extent=tuple(args.extent) if args.extent else None,
+    )
 
 
 def _progress(event) -> None:
@@ -40,18 +62,15 @@ def run(args) -> int:
     from sembridge_engine.labelling.scene import label_scene, plan_scene
 
     try:
+        options = options_from_args(args)
         bundle = load_bundle(args.model)
-        plan = plan_scene(bundle, args.scene, tile=args.tile, stride=args.stride, batch=args.batch,
-                          bands=args.bands, device=args.device, nodata=args.nodata, write_probabilities=args.probabilities)
+        plan = plan_scene(bundle, args.scene, options)
         print(f"{plan.width} x {plan.height} px, bands {plan.band_indexes}, tile {plan.tile} stride {plan.stride}: "
               f"{plan.windows} windows (~{plan.windows_skipped_estimate} nodata, skipped), "
               f"~{plan.memory_bytes / 2**20:.0f} MiB, ~{plan.seconds_estimate:.0f} s on {plan.device}")
         if args.plan:
             return 0
-        result = label_scene(bundle, args.scene, args.out, tile=args.tile, stride=args.stride, batch=args.batch,
-                             bands=args.bands, nodata=args.nodata, device=args.device,
-                             write_probabilities=args.probabilities, write_polygons=not args.no_polygons,
-                             callback=_progress)
+        result = label_scene(bundle, args.scene, args.out, options, callback=_progress)
     except (BundleError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -1,5 +1,5 @@
-"""Using a trained model: tile classification, sliding-window scene labelling and GIS writers."""
-from .classify import TileResult, classify_files
-from .scene import LabelResult, ScenePlan, SceneError, label_scene, plan_scene
+"""Using a trained model: tile classification, sliding-window scene labelling and GIS writers.
 
-__all__ = ["TileResult", "classify_files", "LabelResult", "ScenePlan", "SceneError", "label_scene", "plan_scene"]
+Import from the modules (``labelling.scene``, ``labelling.options``, ...): the package itself
+imports nothing, so the command line reads option defaults without importing torch.
+"""

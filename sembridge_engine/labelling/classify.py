@@ -44,23 +44,6 @@ def find_image_files(paths: Iterable) -> list[Path]:
     return found
 
 
-def inference_model(bundle, device: torch.device) -> torch.nn.Module:
-    """The bundle's model in eval mode on ``device``; channels-last on CPU/CUDA where convs run faster."""
-    model = bundle.model.to(device).eval()
-    if device.type in ("cpu", "cuda"):
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def predict_probabilities(model: torch.nn.Module, tiles: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Softmax class probabilities (N, K) on the CPU for preprocessed (N, C, S, S) tiles."""
-    inputs = tiles.to(device)
-    if device.type in ("cpu", "cuda"):
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        return torch.softmax(model(inputs).float(), dim=1).cpu()
-
-
 def read_for_bundle(bundle, path) -> np.ndarray:
     """Native-dtype (C, H, W) pixels of one file as the bundle's model expects them."""
     from sembridge_engine.data.problems import ImageReadError
@@ -82,14 +65,13 @@ def preprocess_for_bundle(bundle, arrays: np.ndarray | list[np.ndarray]) -> torc
 def classify_files(bundle, paths: Sequence, top_k: int = 3, batch_size: int = 32, device: str = "auto",
                    callback: EventCallback = ignore_event, cancel: CancelToken | None = None) -> list[TileResult]:
     """Top-k classes for every image in ``paths`` (folders recursive), in order; unreadable files get an error."""
-    from sembridge_engine.device import resolve_device
+    from .predictor import make_predictor
 
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    torch_device = resolve_device(device)
-    model = inference_model(bundle, torch_device)
+    predictor = make_predictor(bundle, device)
     files = find_image_files(paths)
     k = min(top_k, bundle.num_classes)
     results: list[TileResult] = []
@@ -108,7 +90,7 @@ def classify_files(bundle, paths: Sequence, top_k: int = 3, batch_size: int = 32
                 errors[path] = getattr(error, "message", str(error))
         top_by_path: dict[Path, list[tuple[str, float]]] = {}
         if arrays:
-            probabilities = predict_probabilities(model, preprocess_for_bundle(bundle, arrays), torch_device)
+            probabilities = torch.from_numpy(predictor.predict(preprocess_for_bundle(bundle, arrays)))
             values, indices = probabilities.topk(k, dim=1)
             for path, row_values, row_indices in zip(readable, values.tolist(), indices.tolist()):
                 top_by_path[path] = [(bundle.class_names[index], float(value)) for index, value in zip(row_indices, row_values)]

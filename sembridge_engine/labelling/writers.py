@@ -7,8 +7,6 @@ rasters go block by block so memory does not grow with the scene.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Sequence
@@ -22,11 +20,6 @@ CONFIDENCE_NODATA = -1.0
 GTIFF_BLOCK = 256
 PREVIEW_MAX_SIZE = 1024
 PREVIEW_ALPHA = 0.55
-
-
-def temporary_path(final: Path) -> Path:
-    """A hidden sibling of ``final`` (same folder, so ``os.replace`` is atomic) keeping the suffix for drivers."""
-    return final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.partial{final.suffix}")
 
 
 def raster_profile(crs, transform, width: int, height: int, dtype: str, count: int, nodata: float) -> dict:
@@ -108,17 +101,18 @@ def write_polygons(path: Path, class_raster: Path, class_names: Sequence[str], m
     return len(frame)
 
 
-def _stretch_limits(dataset, indexes: Sequence[int], nodata: float | None, block: int) -> tuple[np.ndarray, np.ndarray]:
+def _stretch_limits(source, indexes: Sequence[int], block: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-band 2-98 % display limits from a small decimated read (uint8 scenes are shown as is)."""
-    if dataset.dtypes[indexes[0] - 1] == "uint8":
+    if source.dtype == np.uint8:
         return np.zeros(len(indexes)), np.full(len(indexes), 255.0)
-    scale = max(1, int(np.ceil(max(dataset.width, dataset.height) / min(256, block))))
-    sample = dataset.read(list(indexes), out_shape=(len(indexes), max(1, dataset.height // scale), max(1, dataset.width // scale))).astype(np.float64)
+    scale = max(1, int(np.ceil(max(source.width, source.height) / min(256, block))))
+    shape = (max(1, source.height // scale), max(1, source.width // scale))
+    sample = source.read(indexes=indexes, out_shape=shape).astype(np.float64)
     low, high = np.zeros(len(indexes)), np.ones(len(indexes))
     for band, values in enumerate(sample):
         values = values[np.isfinite(values)]
-        if nodata is not None:
-            values = values[values != nodata]
+        if source.nodata is not None:
+            values = values[values != source.nodata]
         if values.size:
             low[band], high[band] = np.percentile(values, [2, 98])
             high[band] = max(high[band], low[band] + 1e-6)
@@ -134,29 +128,32 @@ def _legend_font(size: int):
         return ImageFont.load_default()
 
 
-def write_preview(path: Path, scene, indexes: Sequence[int], nodata: float | None, class_raster: Path,
-                  class_names: Sequence[str], colours: Sequence[str], shares: Sequence[float] | None = None,
-                  max_size: int = PREVIEW_MAX_SIZE, block: int = 512) -> None:
-    """PNG: the class map blended over the scene's RGB (decimated), with a legend (names, shares) on the right."""
+def write_preview(path: Path, source, class_raster: Path, class_names: Sequence[str], colours: Sequence[str],
+                  shares: Sequence[float] | None = None, max_size: int = PREVIEW_MAX_SIZE, block: int = 512) -> None:
+    """PNG: the class map blended over the scene's RGB (decimated), with a legend (names, shares) on the right.
+
+    ``source`` is the labelling's SceneSource: its first three model bands are shown as R, G, B.
+    """
     import rasterio
     from PIL import Image, ImageDraw
     from rasterio.enums import Resampling
     from rasterio.windows import Window
 
-    scale = max(1.0, max(scene.width, scene.height) / max_size)
-    width, height = max(1, round(scene.width / scale)), max(1, round(scene.height / scale))
+    scale = max(1.0, max(source.width, source.height) / max_size)
+    width, height = max(1, round(source.width / scale)), max(1, round(source.height / scale))
     rows_per_read = max(1, (block * block) // width)
-    low, high = _stretch_limits(scene, indexes, nodata, block)
+    indexes = source.indexes
+    rgb_indexes = list(indexes)[:3] if len(indexes) >= 3 else [indexes[0]] * 3
+    low, high = _stretch_limits(source, rgb_indexes, block)
     palette = np.zeros((256, 3), dtype=np.float32)
     palette[: len(colours)] = [hex_to_rgb(colour) for colour in colours]
     image = np.zeros((height, width, 3), dtype=np.uint8)
-    rgb_indexes = list(indexes)[:3] if len(indexes) >= 3 else [indexes[0]] * 3
     with rasterio.open(class_raster) as classes_dataset:
         for top in range(0, height, rows_per_read):
             bottom = min(height, top + rows_per_read)
-            y0, y1 = int(top * scene.height / height), max(int(top * scene.height / height) + 1, int(bottom * scene.height / height))
-            window = Window(0, y0, scene.width, y1 - y0)
-            rgb = scene.read(rgb_indexes, window=window, out_shape=(3, bottom - top, width), resampling=Resampling.nearest)
+            y0, y1 = int(top * source.height / height), max(int(top * source.height / height) + 1, int(bottom * source.height / height))
+            window = Window(0, y0, source.width, y1 - y0)
+            rgb = source.read(window, indexes=rgb_indexes, out_shape=(bottom - top, width))
             classes = classes_dataset.read(1, window=window, out_shape=(bottom - top, width), resampling=Resampling.nearest)
             stretched = (rgb.astype(np.float32) - low[: 3, None, None].astype(np.float32)) / (high[:3, None, None] - low[:3, None, None]).astype(np.float32)
             base = np.clip(np.nan_to_num(stretched) * 255.0, 0, 255).transpose(1, 2, 0)
@@ -185,19 +182,3 @@ def write_preview(path: Path, scene, indexes: Sequence[int], nodata: float | Non
 
 def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
-def replace_all(moves: Sequence[tuple[Path, Path]]) -> None:
-    """Move every finished temporary file to its final name."""
-    for temporary, final in moves:
-        os.replace(temporary, final)
-
-
-def remove_quietly(paths: Sequence[Path]) -> None:
-    for path in paths:
-        for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"),
-                         path.with_name(path.name + "-journal"), path.with_name(path.name + ".aux.xml")):
-            try:
-                leftover.unlink(missing_ok=True)
-            except OSError:
-                pass

@@ -76,10 +76,10 @@ def bare_inference_seconds(bundle, scene: Path, stride: int, batch: int) -> tupl
     """Model time alone on the windows labelling classifies (already preprocessed, same batch size)."""
     import numpy as np
     import rasterio
-    import torch
 
-    from sembridge_engine.labelling.classify import inference_model, predict_probabilities, preprocess_for_bundle
-    from sembridge_engine.labelling.scene import scene_layout
+    from sembridge_engine.labelling.classify import preprocess_for_bundle
+    from sembridge_engine.labelling.predictor import make_predictor
+    from sembridge_engine.labelling.windows import scene_layout
 
     with rasterio.open(scene) as dataset:
         pixels = dataset.read()
@@ -87,23 +87,23 @@ def bare_inference_seconds(bundle, scene: Path, stride: int, batch: int) -> tupl
     layout = scene_layout(pixels.shape[2], pixels.shape[1], TILE, stride)
     origins = [(y, x) for y in layout.ys for x in layout.xs if valid[y:y + TILE, x:x + TILE].any()]
     tiles = preprocess_for_bundle(bundle, np.stack([pixels[:, y:y + TILE, x:x + TILE] for y, x in origins]))
-    device = torch.device("cpu")
-    model = inference_model(bundle, device)
-    predict_probabilities(model, tiles[:batch], device)
+    predictor = make_predictor(bundle, "cpu")
+    predictor.predict(tiles[:batch])
     best = best_cpu = float("inf")
     for _ in range(REPEATS):
         started, started_cpu = time.perf_counter(), time.process_time()
         for start in range(0, len(tiles), batch):
-            predict_probabilities(model, tiles[start:start + batch], device)
+            predictor.predict(tiles[start:start + batch])
         best, best_cpu = min(best, time.perf_counter() - started), min(best_cpu, time.process_time() - started_cpu)
     return best, best_cpu, len(origins)
 
 
 def label_once(bundle, scene: Path, out: Path, stride: int, batch: int, **options) -> dict:
+    from sembridge_engine.labelling.options import LabelOptions
     from sembridge_engine.labelling.scene import label_scene
 
     started, started_cpu = time.perf_counter(), time.process_time()
-    result = label_scene(bundle, scene, out, tile=TILE, stride=stride, batch=batch, device="cpu", **options)
+    result = label_scene(bundle, scene, out, LabelOptions(tile=TILE, stride=stride, batch=batch, device="cpu", **options))
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "windows_run": result.windows - result.windows_skipped,
             "windows": result.windows}
@@ -166,7 +166,7 @@ def main() -> None:
         for stride in (TILE // 2, TILE):
             bare, bare_cpu, windows = bare_inference_seconds(bundle, small, stride, args.batch)
             runs = [label_once(bundle, small, work / f"core_{stride}_{repeat}", stride, args.batch,
-                               write_polygons=False, write_preview=False) for repeat in range(REPEATS + 1)]
+                               polygons=False, preview=False) for repeat in range(REPEATS + 1)]
             cold, core = runs[0], min(runs[1:], key=lambda run: run["seconds"])
             core_cpu = min(run["cpu_seconds"] for run in runs[1:])
             fulls = [label_once(bundle, small, work / f"full_{stride}_{repeat}", stride, args.batch) for repeat in range(REPEATS)]

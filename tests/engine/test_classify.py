@@ -95,5 +95,16 @@ def test_classify_command_json_and_csv(bundle_path, image_folder, tmp_path, caps
     assert main(["classify", "--model", str(bundle_path), str(image_folder), "--csv", str(table)]) == 0
     with table.open() as handle:
         records = list(csv.DictReader(handle))
-    assert len([record for record in records if record["rank"] == "1"]) == 12
-    assert {record["class"] for record in records if record["class"]} <= set(DEMO_CLASSES)
+    assert list(records[0]) == ["path", "predicted_class", "confidence", "class_2", "probability_2",
+                                "class_3", "probability_3", "error"]
+    assert len(records) == 15 and len([record for record in records if record["predicted_class"]]) == 12
+    assert {record["predicted_class"] for record in records if record["predicted_class"]} <= set(DEMO_CLASSES)
+    assert {Path(record["path"]).name for record in records if record["error"]} == {"broken.png", "empty.jpg", "truncated.tif"}
+    for record in records:
+        if record["predicted_class"]:
+            assert float(record["confidence"]) >= float(record["probability_2"]) >= float(record["probability_3"]) > 0
+
+    assert main(["classify", "--model", str(bundle_path), str(image_folder), "--csv", str(tmp_path)]) == 1
+    assert "is a folder" in capsys.readouterr().err
+    assert main(["classify", "--model", str(bundle_path), str(image_folder), "--csv", str(tmp_path / "no" / "x.csv")]) == 1
+    assert "does not exist" in capsys.readouterr().err

@@ -205,6 +205,7 @@ def test_a_real_training_run_exports_a_bundle_that_reproduces_its_predictions(tm
     predictions.csv reproduced by classify_files and the bundle labelling the demo scene."""
     from resources import demo_project
     from sembridge_engine.config import apply_overrides, load_config
+    from sembridge_engine.labelling.options import LabelOptions
     from sembridge_engine.labelling.scene import label_scene
     from sembridge_engine.training import train
 
@@ -224,6 +225,6 @@ def test_a_real_training_run_exports_a_bundle_that_reproduces_its_predictions(tm
     for row, result in zip(rows, results):
         assert result.top[0][0] == row["predicted_class"]
         assert result.top[0][1] == pytest.approx(float(row["confidence"]), abs=1e-4)
-    labelled = label_scene(bundle, demo_scene(), tmp_path / "map", device="cpu", write_polygons=False)
+    labelled = label_scene(bundle, demo_scene(), tmp_path / "map", LabelOptions(device="cpu", polygons=False))
     summary = json.loads(labelled.summary.read_text())
     assert {entry["class_name"] for entry in summary["classes"]} == {"Forest", "River"} and summary["labelled_pixels"] > 0

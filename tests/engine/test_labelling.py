@@ -10,13 +10,14 @@ import geopandas
 import numpy as np
 import pytest
 import rasterio
-import torch
 from PIL import Image
 
 from sembridge_engine.events import BatchProgress, CancelToken, Cancelled
 from sembridge_engine.bundle import load_bundle
 from sembridge_engine.training.outputs import export_bundle
-from sembridge_engine.labelling.classify import inference_model, predict_probabilities, preprocess_for_bundle
+from sembridge_engine.labelling.classify import preprocess_for_bundle
+from sembridge_engine.labelling.options import LabelOptions, PixelWindow
+from sembridge_engine.labelling.predictor import make_predictor
 from sembridge_engine.colours import hex_to_rgb
 from sembridge_engine.labelling.scene import SceneError, label_scene, plan_scene, scene_layout
 
@@ -38,7 +39,7 @@ def bundle(tmp_path_factory):
 def labelled(bundle, tmp_path_factory):
     out = tmp_path_factory.mktemp("labelled")
     events = []
-    result = label_scene(bundle, demo_scene(), out, stride=24, device="cpu", write_probabilities=True, callback=events.append)
+    result = label_scene(bundle, demo_scene(), out, LabelOptions(stride=24, device="cpu", probabilities=True), callback=events.append)
     return result, out, events
 
 
@@ -109,8 +110,7 @@ def test_overlapping_windows_are_averaged_per_pixel(bundle, labelled):
     origins = [(int(y), int(x)) for y in layout.ys for x in layout.xs if valid[y:y + 32, x:x + 32].any()]
     assert len(origins) == layout.windows - result.windows_skipped
     windows = np.stack([scene[:, y:y + 32, x:x + 32] for y, x in origins])
-    model = inference_model(bundle, torch.device("cpu"))
-    window_probabilities = predict_probabilities(model, preprocess_for_bundle(bundle, windows), torch.device("cpu")).numpy()
+    window_probabilities = make_predictor(bundle, "cpu").predict(preprocess_for_bundle(bundle, windows))
     total = np.zeros((len(DEMO_CLASSES), *scene.shape[1:]))
     count = np.zeros(scene.shape[1:])
     for (y, x), probabilities in zip(origins, window_probabilities):
@@ -158,7 +158,7 @@ def test_geographic_crs_scene_keeps_its_crs_and_transform(bundle, tmp_path):
                   dst_crs="EPSG:4326", resampling=Resampling.nearest, src_nodata=0, dst_nodata=0)
         profile = {**source.profile, "crs": "EPSG:4326", "transform": transform, "width": width, "height": height}
     geographic = _write_like(tmp_path / "geographic.tif", data, profile)
-    result = label_scene(bundle, geographic, tmp_path / "out", device="cpu")
+    result = label_scene(bundle, geographic, tmp_path / "out", LabelOptions(device="cpu"))
     with rasterio.open(result.classes) as dataset, rasterio.open(geographic) as scene:
         assert dataset.crs.to_epsg() == 4326 and dataset.transform == scene.transform
         assert (dataset.width, dataset.height) == (width, height)
@@ -176,17 +176,17 @@ def test_band_selection_from_descriptions_override_and_clear_error(bundle, tmp_p
     with rasterio.open(described, "r+") as dataset:
         for index, name in enumerate(["nir", "Red", "Green", "Blue"], start=1):
             dataset.set_band_description(index, name)
-    result = label_scene(bundle, described, tmp_path / "described", stride=24, device="cpu", write_polygons=False)
+    result = label_scene(bundle, described, tmp_path / "described", LabelOptions(stride=24, device="cpu", polygons=False))
     assert np.array_equal(_read(result.classes, 1)[0], _read(reference.classes, 1)[0])
 
     anonymous = _write_like(tmp_path / "anonymous.tif", four, profile, photometric="MINISBLACK")
     with pytest.raises(SceneError, match=r"anonymous\.tif: has 4 bands .* --bands"):
-        label_scene(bundle, anonymous, tmp_path / "anonymous", device="cpu")
+        label_scene(bundle, anonymous, tmp_path / "anonymous", LabelOptions(device="cpu"))
     assert not (tmp_path / "anonymous").exists() or not any((tmp_path / "anonymous").iterdir())
-    chosen = label_scene(bundle, anonymous, tmp_path / "chosen", bands=[2, 3, 4], stride=24, device="cpu", write_polygons=False)
+    chosen = label_scene(bundle, anonymous, tmp_path / "chosen", LabelOptions(bands=[2, 3, 4], stride=24, device="cpu", polygons=False))
     assert np.array_equal(_read(chosen.classes, 1)[0], _read(reference.classes, 1)[0])
     with pytest.raises(SceneError, match=r"band\(s\) \[5\] do not exist"):
-        label_scene(bundle, anonymous, tmp_path / "bad", bands=[2, 3, 5], device="cpu")
+        label_scene(bundle, anonymous, tmp_path / "bad", LabelOptions(bands=[2, 3, 5], device="cpu"))
 
 
 def test_reads_stay_within_one_block_whatever_the_scene_size(bundle, tmp_path, monkeypatch):
@@ -205,7 +205,7 @@ def test_reads_stay_within_one_block_whatever_the_scene_size(bundle, tmp_path, m
     monkeypatch.setattr(rasterio.io.DatasetReader, "read", recording_read)
     tile, stride, batch, block = 32, 32, 8, 128
     for current, scene in (("small", demo_scene()), ("large", mosaic)):
-        label_scene(bundle, scene, tmp_path / current, tile=tile, stride=stride, batch=batch, block=block, device="cpu")
+        label_scene(bundle, scene, tmp_path / current, LabelOptions(tile=tile, stride=stride, batch=batch, block=block, device="cpu"))
     limit = max(block * block, tile * ((batch - 1) * stride + tile))
     assert largest["large"] <= limit and largest["small"] <= limit
     assert largest["large"] < data.size  # far smaller than even the small scene
@@ -220,14 +220,13 @@ def test_cancel_mid_scene_leaves_no_files(bundle, tmp_path):
 
     out = tmp_path / "cancelled"
     with pytest.raises(Cancelled):
-        label_scene(bundle, demo_scene(), out, device="cpu", write_probabilities=True,
-                    callback=cancel_after_first_strip, cancel=token)
+        label_scene(bundle, demo_scene(), out, LabelOptions(device="cpu", probabilities=True), callback=cancel_after_first_strip, cancel=token)
     assert list(out.iterdir()) == []
 
 
 def test_plan_estimates_windows_skips_memory_and_time(bundle, labelled):
     result, _, _ = labelled
-    plan = plan_scene(bundle, demo_scene(), stride=24, device="cpu")
+    plan = plan_scene(bundle, demo_scene(), LabelOptions(stride=24, device="cpu"))
     assert (plan.tile, plan.stride, plan.band_indexes, plan.nodata) == (32, 24, [1, 2, 3], 0.0)
     assert plan.windows == result.windows
     assert abs(plan.windows_skipped_estimate - result.windows_skipped) <= 0.1 * result.windows
@@ -239,13 +238,13 @@ def test_scene_smaller_than_a_window_and_bad_options(bundle, tmp_path):
         window = rasterio.windows.Window(150, 120, 25, 20)
         crop, profile = source.read(window=window), {**source.profile, "transform": source.window_transform(window)}
     small = _write_like(tmp_path / "small.tif", crop, profile, width=25, height=20)
-    result = label_scene(bundle, small, tmp_path / "small", device="cpu")
+    result = label_scene(bundle, small, tmp_path / "small", LabelOptions(device="cpu"))
     classes, _, dataset = _read(result.classes, 1)
     assert classes.shape == (20, 25) and (classes != 255).all() and dataset.transform == profile["transform"]
     with pytest.raises(SceneError, match="stride must be between 1 and the tile size 32"):
-        label_scene(bundle, small, tmp_path / "x", stride=40, device="cpu")
+        label_scene(bundle, small, tmp_path / "x", LabelOptions(stride=40, device="cpu"))
     with pytest.raises(SceneError, match=r"missing\.tif: scene not found"):
-        label_scene(bundle, tmp_path / "missing.tif", tmp_path / "x", device="cpu")
+        label_scene(bundle, tmp_path / "missing.tif", tmp_path / "x", LabelOptions(device="cpu"))
 
 
 def test_label_command(bundle, tmp_path, capsys):
@@ -266,28 +265,28 @@ def test_nodata_override_internal_mask_and_float_or_uint16_scenes_scaled_like_tr
     with rasterio.open(demo_scene()) as source:
         data, profile = source.read(), source.profile
     untagged = _write_like(tmp_path / "untagged.tif", data, profile, nodata=None)
-    everything = label_scene(bundle, untagged, tmp_path / "all", stride=24, device="cpu", write_polygons=False)
+    everything = label_scene(bundle, untagged, tmp_path / "all", LabelOptions(stride=24, device="cpu", polygons=False))
     assert (_read(everything.classes, 1)[0] != 255).all()
-    overridden = label_scene(bundle, untagged, tmp_path / "override", stride=24, nodata=0, device="cpu", write_polygons=False)
+    overridden = label_scene(bundle, untagged, tmp_path / "override", LabelOptions(stride=24, nodata=0, device="cpu", polygons=False))
     assert np.array_equal(_read(overridden.classes, 1)[0], _read(reference.classes, 1)[0])
     masked = tmp_path / "masked.tif"
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(masked, "w", **{**profile, "nodata": None}) as dataset:
         dataset.write(data)
         dataset.write_mask(np.where((data == 0).all(axis=0), 0, 255).astype(np.uint8))
-    from_mask = label_scene(bundle, masked, tmp_path / "mask", stride=24, device="cpu", write_polygons=False)
+    from_mask = label_scene(bundle, masked, tmp_path / "mask", LabelOptions(stride=24, device="cpu", polygons=False))
     assert np.array_equal(_read(from_mask.classes, 1)[0], _read(reference.classes, 1)[0])
 
     # float32 reflectance in [0, 1] with NaN nodata: scale_by_dtype keeps floats, uint8 is divided by 255.
     reflectance = np.where(data == 0, np.nan, data / np.float32(255)).astype(np.float32)
     floating = _write_like(tmp_path / "float.tif", reflectance, profile, nodata=float("nan"))
-    result = label_scene(bundle, floating, tmp_path / "float", stride=24, device="cpu", write_polygons=False)
+    result = label_scene(bundle, floating, tmp_path / "float", LabelOptions(stride=24, device="cpu", polygons=False))
     classes, reference_classes = _read(result.classes, 1)[0], _read(reference.classes, 1)[0]
     assert np.array_equal(classes == 255, reference_classes == 255)
     assert (classes == reference_classes).mean() > 0.99
 
     # uint16 reflectance (DN / 10000 in training): labelled, previewed with a percentile stretch.
     reflectance16 = _write_like(tmp_path / "uint16.tif", (data.astype(np.uint16) * 20), profile)
-    result = label_scene(bundle, reflectance16, tmp_path / "uint16", device="cpu", write_polygons=False)
+    result = label_scene(bundle, reflectance16, tmp_path / "uint16", LabelOptions(device="cpu", polygons=False))
     assert np.array_equal(_read(result.classes, 1)[0] == 255, reference_classes == 255)
     with Image.open(result.preview) as preview:
         assert np.asarray(preview.convert("L"))[:, :320].std() > 10
@@ -297,8 +296,50 @@ def test_scene_without_any_data_writes_empty_outputs(bundle, tmp_path):
     with rasterio.open(demo_scene()) as source:
         profile = source.profile
     empty = _write_like(tmp_path / "empty.tif", np.zeros((3, 64, 80), dtype=np.uint8), profile, width=80, height=64)
-    result = label_scene(bundle, empty, tmp_path / "out", device="cpu")
+    result = label_scene(bundle, empty, tmp_path / "out", LabelOptions(device="cpu"))
     assert result.windows_skipped == result.windows
     assert (_read(result.classes, 1)[0] == 255).all()
     assert len(geopandas.read_file(result.polygons)) == 0
     assert json.loads(result.summary.read_text())["labelled_pixels"] == 0
+
+
+def test_window_or_extent_labels_that_part_exactly_as_a_cropped_file(bundle, tmp_path):
+    with rasterio.open(demo_scene()) as source:
+        window = rasterio.windows.Window(40, 30, 200, 150)
+        crop, profile = source.read(window=window), {**source.profile, "transform": source.window_transform(window)}
+        bounds = source.window_bounds(window)
+    cropped = _write_like(tmp_path / "crop.tif", crop, profile, width=200, height=150)
+    reference = label_scene(bundle, cropped, tmp_path / "crop", LabelOptions(stride=24, device="cpu", polygons=False))
+    expected = _read(reference.classes, 1)[0]
+    for name, options in (("window", LabelOptions(window=PixelWindow(40, 30, 200, 150))), ("extent", LabelOptions(extent=bounds))):
+        result = label_scene(bundle, demo_scene(), tmp_path / name, options.with_changes(stride=24, device="cpu", polygons=False))
+        classes, _, dataset = _read(result.classes, 1)
+        assert dataset.transform == profile["transform"] and classes.shape == (150, 200)
+        assert np.array_equal(classes, expected), name
+        assert json.loads(result.summary.read_text())["window"] == [40, 30, 200, 150]
+    with pytest.raises(SceneError, match="outside the scene"):
+        label_scene(bundle, demo_scene(), tmp_path / "outside", LabelOptions(window=PixelWindow(1000, 0, 10, 10), device="cpu"))
+
+
+def test_options_are_checked_where_they_are_made():
+    for bad in (dict(tile=0), dict(stride=0), dict(batch=0), dict(extent=(1, 1, 0, 2)), dict(window=PixelWindow(0, 0, 0, 5))):
+        with pytest.raises(SceneError):
+            LabelOptions(**bad)
+    assert LabelOptions.stride_for(64) == 32 and LabelOptions(bands=[3, 2, 1]).bands == (3, 2, 1)
+
+
+def test_describe_scene_reports_size_bands_crs_and_ground_resolution(tmp_path):
+    from rasterio.warp import calculate_default_transform
+
+    from sembridge_engine.labelling.source import describe_scene
+
+    info = describe_scene(demo_scene())
+    assert (info.width, info.height, info.band_count, info.dtypes) == (320, 288, 3, ("uint8",) * 3)
+    assert info.crs == "EPSG:32618" and info.nodata == 0 and info.gsd == pytest.approx(300.04, abs=0.01)
+    with rasterio.open(demo_scene()) as source:
+        transform, width, height = calculate_default_transform(source.crs, "EPSG:4326", source.width, source.height, *source.bounds)
+        profile = {**source.profile, "crs": "EPSG:4326", "transform": transform, "width": width, "height": height}
+    geographic = _write_like(tmp_path / "geographic.tif", np.zeros((3, height, width), np.uint8), profile)
+    assert describe_scene(geographic).gsd == pytest.approx(300, rel=0.05)  # degrees converted at the scene centre
+    with pytest.raises(SceneError, match="scene not found"):
+        describe_scene(tmp_path / "nothing.tif")

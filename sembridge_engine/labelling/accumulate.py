@@ -1,0 +1,198 @@
+"""Putting window predictions back together: overlap averaging strip by strip, written as it finishes.
+
+Each window's class probabilities are spread over its footprint; where windows overlap the per-pixel
+probabilities are the average of every covering window. The class raster is the argmax, the
+confidence raster the maximum averaged probability, both at the scene's own resolution.
+
+The scene is processed strip by strip (one row of windows at a time). Reads are windowed chunks of
+at most ``batch`` windows, model batches are filled across strips, accumulators hold one strip
+(``tile`` rows x scene width) and finished rows are written immediately, so memory does not grow
+with the scene's height and no read is larger than one chunk.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from sembridge_engine.events import BatchProgress, CancelToken, EventCallback
+
+from .predictor import Predictor
+from .source import SceneSource
+from .writers import CLASS_NODATA, CONFIDENCE_NODATA, class_colormap, raster_profile
+
+STAGE = "label"
+
+
+class StripWriter:
+    """Turns finished accumulator rows into class/confidence(/probability) rows and per-class statistics."""
+
+    def __init__(self, class_sink, confidence_sink, probability_sink, num_classes: int) -> None:
+        self.class_sink, self.confidence_sink, self.probability_sink = class_sink, confidence_sink, probability_sink
+        self.pixels = np.zeros(num_classes, dtype=np.int64)
+        self.confidence_sum = np.zeros(num_classes, dtype=np.float64)
+        self.nodata_pixels = 0
+
+    def write(self, top: int, sums: np.ndarray, counts: np.ndarray, valid: np.ndarray) -> None:
+        from rasterio.windows import Window
+
+        rows, width = counts.shape
+        labelled = valid & (counts > 0)
+        coverage = np.maximum(counts, 1.0)
+        # The argmax of the averaged probabilities is the argmax of their sum: one pass for both.
+        best_sum, best_class = torch.from_numpy(sums).max(dim=0)
+        classes = best_class.numpy().astype(np.uint8)
+        confidence = best_sum.numpy() / coverage
+        classes[~labelled] = CLASS_NODATA
+        confidence[~labelled] = CONFIDENCE_NODATA
+        window = Window(0, top, width, rows)
+        self.class_sink.write(classes, 1, window=window)
+        self.confidence_sink.write(confidence.astype(np.float32, copy=False), 1, window=window)
+        if self.probability_sink is not None:
+            probabilities = sums / coverage
+            probabilities[:, ~labelled] = CONFIDENCE_NODATA
+            self.probability_sink.write(probabilities.astype(np.float32, copy=False), window=window)
+        kept = classes[labelled]
+        self.pixels += np.bincount(kept, minlength=len(self.pixels))
+        self.confidence_sum += np.bincount(kept, weights=confidence[labelled], minlength=len(self.pixels))
+        self.nodata_pixels += int(rows * width - kept.size)
+
+    def mean_confidence(self) -> list[float | None]:
+        return [float(total / count) if count else None for total, count in zip(self.confidence_sum, self.pixels)]
+
+
+@dataclass
+class _Strip:
+    """One row of windows: its difference arrays and the input validity of the rows it finishes."""
+
+    top: int
+    finished: int
+    valid: np.ndarray
+    row_sums: np.ndarray
+    row_counts: np.ndarray
+    outstanding: int = 0
+    read: bool = False
+
+
+class _BatchedClassifier:
+    """Queues model inputs from consecutive strips and runs the predictor on full batches across strips."""
+
+    def __init__(self, predictor: Predictor, batch: int, window_width: int) -> None:
+        self.predictor, self.batch, self.window_width = predictor, batch, window_width
+        self.queue: list[tuple[_Strip, np.ndarray, torch.Tensor]] = []  # (strip, window starts, model inputs)
+        self.pending = 0
+
+    def add(self, strip: _Strip, starts: np.ndarray, tiles: torch.Tensor) -> None:
+        self.queue.append((strip, starts, tiles))
+        self.pending += len(starts)
+        strip.outstanding += len(starts)
+
+    def run(self, flush: bool = False) -> None:
+        while self.pending >= self.batch or (flush and self.pending):
+            take, pieces = min(self.batch, self.pending), []
+            while take:
+                strip, starts, tiles = self.queue[0]
+                used = min(take, len(starts))
+                pieces.append((strip, starts[:used], tiles[:used]))
+                if used == len(starts):
+                    self.queue.pop(0)
+                else:
+                    self.queue[0] = (strip, starts[used:], tiles[used:])
+                take -= used
+            inputs = torch.cat([tiles for _, _, tiles in pieces]) if len(pieces) > 1 else pieces[0][2]
+            probabilities = self.predictor.predict(inputs).T
+            offset = 0
+            for strip, starts, _ in pieces:
+                part = probabilities[:, offset:offset + len(starts)]
+                offset += len(starts)
+                # Difference arrays: +p where a window starts, -p where it ends; a cumsum spreads p over it.
+                strip.row_sums[:, starts] += part
+                strip.row_sums[:, starts + self.window_width] -= part
+                strip.row_counts[starts] += 1.0
+                strip.row_counts[starts + self.window_width] -= 1.0
+                strip.outstanding -= len(starts)
+            self.pending -= probabilities.shape[1]
+
+
+def run_windows(source: SceneSource, prepare: Callable[[np.ndarray], torch.Tensor], predictor: Predictor,
+                num_classes: int, batch: int, writer: StripWriter, callback: EventCallback,
+                cancel: CancelToken | None) -> tuple[int, int]:
+    """Classify every window strip by strip, accumulate overlaps, hand finished rows to ``writer``.
+
+    Rows ``[top, next top)`` of a strip are final once that strip and every earlier one are classified,
+    so one strip-high rolling accumulator suffices; batches are filled across strips.
+    Returns (windows classified, windows skipped as nodata).
+    """
+    layout = source.layout
+    width, window_height = layout.width, layout.window_height
+    sums = np.zeros((num_classes, window_height, width), dtype=np.float32)
+    counts = np.zeros((window_height, width), dtype=np.float32)
+    classifier = _BatchedClassifier(predictor, batch, layout.window_width)
+    tops = layout.ys.tolist()
+    waiting: list[_Strip] = []
+    processed = skipped = done = 0
+
+    def finish_ready_strips() -> None:
+        nonlocal done
+        while waiting and waiting[0].read and waiting[0].outstanding == 0:
+            strip = waiting.pop(0)
+            sums[:] += np.cumsum(strip.row_sums[:, :width], axis=1)[:, None, :]
+            counts[:] += np.cumsum(strip.row_counts[:width])[None, :]
+            rows = strip.finished
+            writer.write(strip.top, sums[:, :rows], counts[:rows], strip.valid)
+            sums[:, :window_height - rows] = sums[:, rows:].copy()
+            sums[:, window_height - rows:] = 0.0
+            counts[:window_height - rows] = counts[rows:].copy()
+            counts[window_height - rows:] = 0.0
+            done += 1
+            callback(BatchProgress(STAGE, 0, done, len(tops)))
+
+    for chunk in source.chunks(prepare, batch, cancel):
+        if not waiting or waiting[-1].top != tops[chunk.strip]:
+            top = tops[chunk.strip]
+            finished = (tops[chunk.strip + 1] if chunk.strip + 1 < len(tops) else layout.height) - top
+            waiting.append(_Strip(top, finished, np.zeros((finished, width), dtype=bool),
+                                  np.zeros((num_classes, width + 1), dtype=np.float32), np.zeros(width + 1, dtype=np.float32)))
+        strip = waiting[-1]
+        strip.valid[:, chunk.left:chunk.left + chunk.valid.shape[1]] = chunk.valid[:strip.finished]
+        skipped += chunk.skipped
+        if chunk.tiles is not None:
+            classifier.add(strip, chunk.starts, chunk.tiles)
+            processed += len(chunk.starts)
+            classifier.run()
+        if chunk.last_in_strip:
+            strip.read = True
+            finish_ready_strips()
+    classifier.run(flush=True)
+    finish_ready_strips()
+    return processed, skipped
+
+
+def write_rasters(source: SceneSource, bundle, prepare: Callable[[np.ndarray], torch.Tensor], predictor: Predictor,
+                  batch: int, temporaries: dict[str, Path], callback: EventCallback,
+                  cancel: CancelToken | None) -> tuple[StripWriter, int, int]:
+    """Class, confidence and (if asked) probability GeoTIFFs at their temporary paths."""
+    import rasterio
+
+    geometry = (source.crs, source.transform, source.width, source.height)
+    with contextlib.ExitStack() as sinks:
+        class_sink = sinks.enter_context(rasterio.open(temporaries["classes"], "w", **raster_profile(*geometry, "uint8", 1, CLASS_NODATA)))
+        class_sink.write_colormap(1, class_colormap(bundle.colours))
+        class_sink.set_band_description(1, "class")
+        class_sink.update_tags(class_names=",".join(bundle.class_names))
+        confidence_sink = sinks.enter_context(rasterio.open(temporaries["confidence"], "w",
+                                                            **raster_profile(*geometry, "float32", 1, CONFIDENCE_NODATA)))
+        confidence_sink.set_band_description(1, "confidence (max class probability)")
+        probability_sink = None
+        if "probabilities" in temporaries:
+            probability_sink = sinks.enter_context(rasterio.open(temporaries["probabilities"], "w",
+                                                                 **raster_profile(*geometry, "float32", bundle.num_classes, CONFIDENCE_NODATA)))
+            for index, name in enumerate(bundle.class_names, start=1):
+                probability_sink.set_band_description(index, name)
+        writer = StripWriter(class_sink, confidence_sink, probability_sink, bundle.num_classes)
+        processed, skipped = run_windows(source, prepare, predictor, bundle.num_classes, batch, writer, callback, cancel)
+    return writer, processed, skipped

@@ -1,0 +1,275 @@
+"""An open scene as labelling reads it: chosen bands, nodata rule, labelled extent, window layout.
+
+:func:`describe_scene` tells clients (the Label map panel) what a scene holds without them opening
+rasterio. :class:`SceneSource` replaces the (dataset, layout, band indexes, nodata, mask) tuple
+the labelling steps used to pass around; its reads are windowed and offset to the labelled extent.
+
+Nodata: a pixel is nodata when all selected bands equal the nodata value (the file's, or the
+``nodata`` option; else the file's internal mask if it has one).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from sembridge_engine.events import CancelToken
+
+from .options import LabelOptions, SceneError
+from .windows import SceneLayout, decimation, empty_windows, scene_layout, windows_from_chunk
+
+RGB_SYNONYMS = {
+    "red": ("red", "r", "b04", "b4", "sr_b4"),
+    "green": ("green", "g", "b03", "b3", "sr_b3"),
+    "blue": ("blue", "b", "b02", "b2", "sr_b2"),
+}
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """What a client shows about a scene before labelling it."""
+
+    path: str
+    width: int
+    height: int
+    band_count: int
+    dtypes: tuple[str, ...]
+    band_descriptions: tuple[str, ...]
+    crs: str | None
+    gsd: float | None          # metres per pixel (geographic CRS: at the scene centre); None if unknown
+    nodata: float | None
+
+
+def open_scene(path: Path):
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    if not path.is_file():
+        raise SceneError(f"{path}: scene not found")
+    try:
+        return rasterio.open(path)
+    except RasterioError as error:
+        raise SceneError(f"{path}: not a readable GeoTIFF/raster ({error})") from None
+
+
+def describe_scene(scene_path) -> SceneInfo:
+    """Size, bands, dtypes, band descriptions, CRS and ground sampling distance of a scene, from its header."""
+    from sembridge_engine.data.geometry import ground_sampling_distance
+
+    path = Path(scene_path)
+    with open_scene(path) as dataset:
+        return SceneInfo(
+            str(path), dataset.width, dataset.height, dataset.count, tuple(dataset.dtypes),
+            tuple(text or "" for text in dataset.descriptions), dataset.crs.to_string() if dataset.crs else None,
+            ground_sampling_distance(dataset.crs, dataset.transform, dataset.width, dataset.height), dataset.nodatavals[0],
+        )
+
+
+def select_bands(dataset, path: Path, bundle, bands: Sequence[int] | None) -> list[int]:
+    """1-based scene bands feeding the model: ``bands`` if given, else from descriptions/colour interpretation."""
+    from rasterio.enums import ColorInterp
+
+    wanted = bundle.in_channels
+    if bands:
+        chosen = [int(band) for band in bands]
+        if len(chosen) != wanted:
+            raise SceneError(f"{path}: --bands lists {len(chosen)} band(s) but the model takes {wanted} ({', '.join(bundle.band_names)})")
+        missing = [band for band in chosen if not 1 <= band <= dataset.count]
+        if missing:
+            raise SceneError(f"{path}: band(s) {missing} do not exist; the scene has {dataset.count} bands, numbered from 1")
+        return chosen
+    descriptions = {(text or "").strip().lower(): index for index, text in enumerate(dataset.descriptions, start=1) if text}
+    by_model_name = [descriptions.get(name.lower()) for name in bundle.band_names]
+    if all(by_model_name):
+        return [int(index) for index in by_model_name]
+    if wanted == 3:
+        by_synonym = [next((descriptions[name] for name in RGB_SYNONYMS[colour] if name in descriptions), None)
+                      for colour in ("red", "green", "blue")]
+        if all(by_synonym):
+            return [int(index) for index in by_synonym]
+        interpretation = {interp: index for index, interp in enumerate(dataset.colorinterp, start=1)}
+        by_interp = [interpretation.get(colour) for colour in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)]
+        if all(by_interp):
+            return [int(index) for index in by_interp]
+    if dataset.count == wanted:
+        return list(range(1, wanted + 1))
+    described = ", ".join(f"{index}={text or '?'}" for index, text in enumerate(dataset.descriptions, start=1))
+    raise SceneError(
+        f"{path}: has {dataset.count} bands ({described}) and their descriptions do not name the model's bands "
+        f"({', '.join(bundle.band_names)}); choose them with --bands, 1-based, e.g. --bands 3,2,1"
+    )
+
+
+def _nodata_rule(dataset, indexes: Sequence[int], nodata: float | None) -> tuple[float | None, bool]:
+    """(nodata value, use the file's internal mask) for the selected bands."""
+    from rasterio.enums import MaskFlags
+
+    if nodata is not None:
+        return float(nodata), False
+    value = dataset.nodatavals[indexes[0] - 1]
+    if value is not None:
+        return float(value), False
+    flags = dataset.mask_flag_enums[indexes[0] - 1]
+    return None, MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
+
+
+def _labelled_window(dataset, path: Path, options: LabelOptions):
+    """The part of the scene to label: the whole scene, or the option's pixel window / extent clipped to it."""
+    from rasterio.windows import Window, from_bounds
+
+    full = Window(0, 0, dataset.width, dataset.height)
+    if options.window is not None:
+        wanted = Window(options.window.col, options.window.row, options.window.width, options.window.height)
+    elif options.extent is not None:
+        wanted = from_bounds(*options.extent, transform=dataset.transform).round_offsets().round_lengths()
+    else:
+        return full
+    try:
+        clipped = wanted.intersection(full)
+    except Exception:  # rasterio raises WindowError for windows that do not overlap
+        clipped = None
+    if clipped is None or clipped.width < 1 or clipped.height < 1:
+        raise SceneError(f"{path}: the requested window/extent lies outside the scene ({dataset.width} x {dataset.height} px)")
+    return Window(int(clipped.col_off), int(clipped.row_off), int(clipped.width), int(clipped.height))
+
+
+@dataclass
+class SceneSource:
+    """An open scene restricted to the labelled extent, with its model bands, nodata rule and windows."""
+
+    path: Path
+    dataset: object
+    indexes: list[int]
+    nodata: float | None
+    use_mask: bool
+    extent: object            # rasterio Window of the labelled part, in scene pixels
+    layout: SceneLayout
+
+    @property
+    def width(self) -> int:
+        return int(self.extent.width)
+
+    @property
+    def height(self) -> int:
+        return int(self.extent.height)
+
+    @property
+    def crs(self):
+        return self.dataset.crs
+
+    @property
+    def transform(self):
+        return self.dataset.window_transform(self.extent)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.dataset.dtypes[self.indexes[0] - 1])
+
+    def _scene_window(self, window):
+        from rasterio.windows import Window
+
+        if window is None:
+            return self.extent
+        return Window(window.col_off + self.extent.col_off, window.row_off + self.extent.row_off, window.width, window.height)
+
+    def read(self, window=None, *, indexes: Sequence[int] | None = None, out_shape: tuple[int, int] | None = None) -> np.ndarray:
+        """(C, h, w) native pixels of the model bands (or ``indexes``) for a window relative to the extent;
+        with ``out_shape`` a nearest-neighbour decimated read."""
+        from rasterio.enums import Resampling
+
+        bands = list(indexes or self.indexes)
+        scene_window = self._scene_window(window)
+        if out_shape is None:
+            return self.dataset.read(bands, window=scene_window)
+        return self.dataset.read(bands, window=scene_window, out_shape=(len(bands), *out_shape), resampling=Resampling.nearest)
+
+    def valid(self, pixels: np.ndarray, window=None, out_shape: tuple[int, int] | None = None) -> np.ndarray:
+        """(h, w) True where at least one selected band of ``pixels`` (read at ``window``) holds data."""
+        from rasterio.enums import Resampling
+
+        if self.nodata is not None:
+            if math.isnan(self.nodata):
+                return ~np.isnan(pixels).all(axis=0)
+            return ~(pixels == self.nodata).all(axis=0)
+        if self.use_mask:
+            scene_window = self._scene_window(window)
+            if out_shape is None:
+                return self.dataset.read_masks(self.indexes[0], window=scene_window) > 0
+            return self.dataset.read_masks(self.indexes[0], window=scene_window, out_shape=out_shape,
+                                           resampling=Resampling.nearest) > 0
+        valid = np.ones(pixels.shape[1:], dtype=bool)
+        if pixels.dtype.kind == "f":
+            valid &= ~np.isnan(pixels).all(axis=0)
+        return valid
+
+    def empty_windows_estimate(self) -> int:
+        """Windows without valid pixels, judged on a decimated read (at most 512 px on a side)."""
+        if self.nodata is None and not self.use_mask:
+            return 0
+        factor, shape = decimation(self.layout)
+        sample = self.read(out_shape=shape)
+        return empty_windows(self.valid(sample, out_shape=shape), factor, self.layout)
+
+    def chunks(self, prepare: Callable[[np.ndarray], torch.Tensor], batch: int,
+               cancel: CancelToken | None) -> Iterator["Chunk"]:
+        """Strip by strip, chunks of at most ``batch`` windows: one bounded read each, nodata windows dropped,
+        the others turned into model inputs by ``prepare``."""
+        from rasterio.windows import Window
+
+        layout = self.layout
+        window_width = layout.window_width
+        for strip, top in enumerate(layout.ys.tolist()):
+            for start in range(0, len(layout.xs), batch):
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
+                origins = layout.xs[start:start + batch]
+                left, right = int(origins[0]), int(origins[-1]) + window_width
+                read_window = Window(left, top, right - left, layout.window_height)
+                pixels = self.read(read_window)
+                valid = self.valid(pixels, read_window)
+                offsets = origins - left
+                valid_columns = np.concatenate(([0], np.cumsum(valid.any(axis=0))))
+                has_data = valid_columns[offsets + window_width] > valid_columns[offsets]
+                tiles = prepare(windows_from_chunk(pixels, offsets[has_data], layout)) if has_data.any() else None
+                yield Chunk(strip, left, valid, origins[has_data], tiles, int((~has_data).sum()), start + batch >= len(layout.xs))
+
+
+@dataclass
+class Chunk:
+    """One windowed read: which windows hold data, already turned into model inputs."""
+
+    strip: int
+    left: int
+    valid: np.ndarray          # (window height, chunk width) valid input pixels
+    starts: np.ndarray         # x (within the extent) of the windows with data
+    tiles: torch.Tensor | None  # their model inputs, None when every window is nodata
+    skipped: int
+    last_in_strip: bool
+
+
+def window_size(bundle, options: LabelOptions) -> tuple[int, int]:
+    """(tile, stride) in scene pixels: the options', else the model's tile size and half of it."""
+    tile = options.tile or bundle.tile_size
+    stride = options.stride or LabelOptions.stride_for(tile)
+    if stride > tile:
+        raise SceneError(f"stride must be between 1 and the tile size {tile} (windows must touch or overlap), got {stride}")
+    return tile, stride
+
+
+def open_source(path: Path, bundle, options: LabelOptions) -> SceneSource:
+    """Open ``path`` and resolve its bands, nodata rule, labelled extent and window layout; closes on error."""
+    dataset = open_scene(path)
+    try:
+        tile, stride = window_size(bundle, options)
+        indexes = select_bands(dataset, path, bundle, options.bands)
+        nodata, use_mask = _nodata_rule(dataset, indexes, options.nodata)
+        extent = _labelled_window(dataset, path, options)
+        layout = scene_layout(int(extent.width), int(extent.height), tile, stride)
+        return SceneSource(path, dataset, indexes, nodata, use_mask, extent, layout)
+    except BaseException:
+        dataset.close()
+        raise

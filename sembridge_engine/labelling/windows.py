@@ -1,0 +1,75 @@
+"""Where the windows of a scene lie, and cutting them out of a read.
+
+Windows of ``tile`` scene pixels start every ``stride`` pixels. The last window of a row/column is
+shifted inside the scene so it ends at the scene edge (no padding, every window sees real pixels);
+a scene smaller than one window is reflection-padded (symmetric) to the window size.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SceneLayout:
+    """Window origins over the scene; windows are ``window_height`` x ``window_width`` scene pixels."""
+
+    width: int
+    height: int
+    tile: int
+    stride: int
+    window_width: int
+    window_height: int
+    xs: np.ndarray
+    ys: np.ndarray
+
+    @property
+    def windows(self) -> int:
+        return len(self.xs) * len(self.ys)
+
+
+def window_starts(length: int, window: int, stride: int) -> np.ndarray:
+    """Origins every ``stride`` pixels plus one final window flush with the far edge."""
+    if length <= window:
+        return np.zeros(1, dtype=np.int64)
+    starts = np.arange(0, length - window + 1, stride, dtype=np.int64)
+    if starts[-1] + window < length:
+        starts = np.append(starts, length - window)
+    return starts
+
+
+def scene_layout(width: int, height: int, tile: int, stride: int) -> SceneLayout:
+    window_width, window_height = min(tile, width), min(tile, height)
+    return SceneLayout(width, height, tile, stride, window_width, window_height,
+                       window_starts(width, tile, stride), window_starts(height, tile, stride))
+
+
+def windows_from_chunk(chunk: np.ndarray, offsets: np.ndarray, layout: SceneLayout) -> np.ndarray:
+    """(n, C, tile, tile) windows cut from a (C, h, w) chunk at column offsets; padded when the scene is smaller."""
+    views = np.lib.stride_tricks.sliding_window_view(chunk, layout.window_width, axis=2)
+    windows = views[:, :, offsets].transpose(2, 0, 1, 3)
+    pad_rows, pad_cols = layout.tile - layout.window_height, layout.tile - layout.window_width
+    if pad_rows or pad_cols:
+        windows = np.pad(windows, ((0, 0), (0, 0), (0, pad_rows), (0, pad_cols)), mode="symmetric")
+    if windows.dtype.kind == "f":
+        windows = np.nan_to_num(windows, nan=0.0)
+    return np.ascontiguousarray(windows)
+
+
+def empty_windows(valid: np.ndarray, factor: int, layout: SceneLayout) -> int:
+    """Windows without a valid pixel, from a validity mask decimated by ``factor`` (a summed-area table)."""
+    shape = valid.shape
+    integral = np.pad(valid.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    r0, c0 = layout.ys[:, None] // factor, layout.xs[None, :] // factor
+    r1 = np.minimum(shape[0], -(-(layout.ys[:, None] + layout.window_height) // factor))
+    c1 = np.minimum(shape[1], -(-(layout.xs[None, :] + layout.window_width) // factor))
+    counts = integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
+    return int((counts == 0).sum())
+
+
+def decimation(layout: SceneLayout, longest: int = 512) -> tuple[int, tuple[int, int]]:
+    """Factor and (rows, columns) of a read at most ``longest`` pixels on a side."""
+    factor = max(1, math.ceil(max(layout.width, layout.height) / longest))
+    return factor, (math.ceil(layout.height / factor), math.ceil(layout.width / factor))
