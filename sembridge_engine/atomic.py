@@ -11,11 +11,13 @@ import csv
 import io
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 TEMPORARY_MARK = ".partial"
+_OWNER = re.compile(r"\.(\d+)-[0-9a-f]{8}\.partial")
 # Files some drivers (SQLite for GeoPackage, GDAL) create beside the one they write.
 SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal", ".aux.xml")
 
@@ -24,6 +26,19 @@ def temporary_path(final: Path) -> Path:
     """A hidden, unique sibling of ``final`` (same folder, so the rename is atomic) keeping its suffix."""
     final = Path(final)
     return final.with_name(f".{final.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TEMPORARY_MARK}{final.suffix}")
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete temporary files in ``folder`` left by writers that no longer run (killed mid-write)."""
+    import psutil
+
+    removed = []
+    for path in Path(folder).glob(f".*{TEMPORARY_MARK}*"):
+        owner = _OWNER.search(path.name)
+        if owner is not None and not psutil.pid_exists(int(owner.group(1))):
+            remove_quietly([path])
+            removed.append(path)
+    return removed
 
 
 def remove_quietly(paths: Iterable[Path]) -> None:

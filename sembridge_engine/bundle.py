@@ -32,6 +32,8 @@ ONNX_NAME = "model.onnx"
 ONNX_OPSET = 17
 ONNX_TOLERANCE = 1e-3
 ONNX_CHECK_BATCHES = (1, 4)
+# Far above any real bundle (a ResNet34's weights are ~85 MB), far below what would exhaust memory.
+MEMBER_LIMITS = {METADATA_NAME: 16 * 2**20, WEIGHTS_NAME: 1024 * 2**20, ONNX_NAME: 1024 * 2**20}
 
 # key -> type(s) every bundle's metadata.json must have
 REQUIRED_METADATA: dict[str, type | tuple[type, ...]] = {
@@ -167,6 +169,11 @@ def write_bundle(out: Path, model: torch.nn.Module, metadata: dict[str, Any], *,
     metadata = dict(metadata, format_version=FORMAT_VERSION, engine_version=ENGINE_VERSION)
     _validate_metadata(metadata, f"{out} [{METADATA_NAME}]")
     in_channels, tile_size = int(metadata["in_channels"]), int(metadata["tile_size"])
+    broken = [name for name, tensor in model.state_dict().items()
+              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if broken:
+        raise BundleError(f"{out}: the model holds NaN or infinite weights ({len(broken)} tensors, e.g. {broken[0]!r}); "
+                          "it was not exported (the training diverged)")
     members: dict[str, bytes] = {WEIGHTS_NAME: save({name: tensor.contiguous() for name, tensor in model.state_dict().items()})}
     if check_onnx:
         onnx_bytes = export_onnx(model, in_channels, tile_size)
@@ -216,6 +223,21 @@ def _validate_metadata(metadata: Any, source: str) -> None:
             raise BundleError(f"{source}: 'channel_stats.{part}' must list {n_channels} numbers (one per input channel)")
 
 
+def _read_member(archive: zipfile.ZipFile, name: str, path: Path) -> bytes:
+    """A member's bytes, refusing one that declares or turns out larger than any real bundle holds
+    (a small zip can inflate to gigabytes), without ever holding more than the limit in memory."""
+    limit = MEMBER_LIMITS[name]
+    declared = archive.getinfo(name).file_size
+    if declared > limit:
+        raise BundleError(f"{path}: {name} declares {declared / 2**20:.0f} MiB, more than a bundle may hold "
+                          f"({limit / 2**20:.0f} MiB); not a SemBridge bundle")
+    with archive.open(name) as member:
+        data = member.read(limit + 1)
+    if len(data) > limit:
+        raise BundleError(f"{path}: {name} inflates beyond {limit / 2**20:.0f} MiB; not a SemBridge bundle")
+    return data
+
+
 def load_bundle(path) -> ModelBundle:
     """Open a ``.sembridge`` bundle: JSON + safetensors only (no pickle, no code), validated against its architecture."""
     from safetensors.torch import load
@@ -233,15 +255,17 @@ def load_bundle(path) -> ModelBundle:
             for member in (METADATA_NAME, WEIGHTS_NAME):
                 if member not in names:
                     raise BundleError(f"{path}: bundle has no {member}")
-            metadata_bytes = archive.read(METADATA_NAME)
-            weights_bytes = archive.read(WEIGHTS_NAME)
-    except (zipfile.BadZipFile, OSError) as error:
+            metadata_bytes = _read_member(archive, METADATA_NAME, path)
+            weights_bytes = _read_member(archive, WEIGHTS_NAME, path)
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as error:
         raise BundleError(f"{path}: damaged bundle ({error})") from None
     source = f"{path} [{METADATA_NAME}]"
     try:
         metadata = json.loads(metadata_bytes.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BundleError(f"{source}: not valid JSON ({error})") from None
+    except RecursionError:
+        raise BundleError(f"{source}: nested too deeply to be bundle metadata") from None
     _validate_metadata(metadata, source)
     arch = metadata["architecture"]
     model = build_model(arch, metadata["in_channels"], metadata["num_classes"], source)

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import sys
+from pathlib import Path
 
 COMMANDS = {
     "inspect": "Summarise an MS archive or RGB imagery folder and list its problems.",
@@ -44,6 +45,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"error: {args.command}: out of memory; try smaller tiles, batches or inputs", file=sys.stderr)
+        return 1
+    except Exception as error:  # the last resort: one line for the user, the traceback in a log file
+        print(f"error: {args.command} failed: {type(error).__name__}: {error} "
+              f"(details in {_write_crash_log(args.command)})", file=sys.stderr)
+        return 1
+
+
+def _write_crash_log(command: str) -> Path:
+    import time
+    import traceback
+
+    from platformdirs import user_log_dir
+
+    folder = Path(user_log_dir("sembridge-studio"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"cli-{command}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    path.write_text(traceback.format_exc(), encoding="utf-8")
+    return path
 
 
 if __name__ == "__main__":

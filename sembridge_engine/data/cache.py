@@ -17,7 +17,7 @@ import torch
 from ..events import CancelToken
 from .discovery import ImageryIndex, TileRecord
 from .problems import ImageReadError, Problem
-from .readers import default_workers, read_header, read_image, tile_reading_env
+from .readers import default_workers, read_header, read_tile, tile_reading_env
 from .transforms import scale_and_resize
 
 CHUNK_SIZE = 8
@@ -92,12 +92,12 @@ class _Decoder:
     def __init__(self, records, out: torch.Tensor, bands, as_rgb: bool, cancel: CancelToken | None):
         self.records, self.out, self.bands, self.as_rgb, self.cancel = records, out, bands, as_rgb, cancel
 
-    def __call__(self, positions: range) -> list[tuple[int, ImageReadError | None, int]]:
-        """(position, error or None, band count) per record of the chunk."""
+    def __call__(self, positions: range) -> list[tuple[int, ImageReadError | None, int, str]]:
+        """(position, error or None, band count, note on repaired pixels or "") per record of the chunk."""
         with tile_reading_env():
             return self._decode(positions)
 
-    def _decode(self, positions: range) -> list[tuple[int, ImageReadError | None, int]]:
+    def _decode(self, positions: range) -> list[tuple[int, ImageReadError | None, int, str]]:
         channels = self.out.shape[1]
         arrays, rows, outcome = [], [], []
         for position in positions:
@@ -105,20 +105,22 @@ class _Decoder:
                 return outcome
             path = self.records[position].path
             try:
-                array = read_image(path, self.bands, as_rgb=self.as_rgb)
+                array, filled = read_tile(path, self.bands, as_rgb=self.as_rgb)
             except ImageReadError as error:
-                outcome.append((position, error, 0))
+                outcome.append((position, error, 0, ""))
                 continue
             except Exception as error:  # a decoder bug on one odd file must not end the whole load
-                outcome.append((position, ImageReadError(path, f"cannot decode: {type(error).__name__}: {error}"), 0))
+                outcome.append((position, ImageReadError(path, f"cannot decode: {type(error).__name__}: {error}"), 0, ""))
                 continue
             if array.shape[0] != channels:
                 message = f"has {array.shape[0]} bands but most files here have {channels}; skipped"
-                outcome.append((position, ImageReadError(path, message), array.shape[0]))
+                outcome.append((position, ImageReadError(path, message), array.shape[0], ""))
                 continue
             arrays.append(array)
             rows.append(position)
-            outcome.append((position, None, channels))
+            note = (f"{filled} of {array.shape[1] * array.shape[2]} pixels are NaN, infinite or nodata; "
+                    "filled with their band's median (the tile is kept)") if filled else ""
+            outcome.append((position, None, channels, note))
         if arrays:
             self.out.index_copy_(0, torch.tensor(rows), scale_and_resize(arrays, self.out.shape[-1]))
         return outcome
@@ -213,8 +215,8 @@ def _load(records, label_rows, label_problems, kept, class_to_index, tile_size, 
     tiles = torch.empty((len(records), channels, tile_size, tile_size), dtype=torch.float32)
     outcomes = _decode_all(_Decoder(records, tiles, bands, as_rgb, cancel), len(records), workers, progress, cancel)
     outcomes.sort(key=lambda outcome: outcome[0])
-    good = [position for position, error, _ in outcomes if error is None]
-    mismatched = Counter(count for _, error, count in outcomes if error is not None and count)
+    good = [position for position, error, _, _ in outcomes if error is None]
+    mismatched = Counter(count for _, error, count, _ in outcomes if error is not None and count)
     if retry and mismatched and mismatched.most_common(1)[0][1] > len(good):
         # The header sample misjudged the majority band count: decode again with the real one.
         return _load(records, label_rows, label_problems, kept, class_to_index, tile_size,
@@ -222,7 +224,8 @@ def _load(records, label_rows, label_problems, kept, class_to_index, tile_size, 
                      progress=progress, cancel=cancel, as_rgb=as_rgb, retry=False)
     tiles = _compact(tiles, np.asarray(good, dtype=np.int64))
     labels = _label_tensor([label_rows[position] for position in good], class_to_index, multi_label)
-    problems = [(kept[position], error.to_problem()) for position, error, _ in outcomes if error is not None]
+    problems = [(kept[position], error.to_problem()) for position, error, _, _ in outcomes if error is not None]
+    problems += [(kept[position], Problem(str(records[position].path), note)) for position, _, _, note in outcomes if note]
     ordered = sorted(label_problems + problems, key=lambda item: item[0])
     return TileTensor(tiles, labels, [str(records[position].path) for position in good], [problem for _, problem in ordered])
 

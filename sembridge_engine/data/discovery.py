@@ -7,6 +7,7 @@ raises.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
 from collections import Counter
@@ -14,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from .readers import (
 # Files operating systems and tools drop into folders; never worth a message.
 IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db", "icon\r"})
 MANIFEST_LABEL_SEPARATORS = re.compile(r"[;|]")
+STATS_SIDE = 1024  # longest side at which inspect reads a sampled file for its statistics
 
 
 @dataclass(frozen=True)
@@ -178,17 +180,13 @@ def discover_manifest(csv_path: Path, modality: str = "ms") -> ImageryIndex:
             problems.append(Problem(where, f"skipped: row has {len(row)} column(s), expected path and labels"))
             continue
         relative, labels = row[path_column].strip(), _split_labels(row[labels_column])
-        path = (csv_path.parent / relative).resolve() if not Path(relative).is_absolute() else Path(relative)
-        if not labels:
-            problems.append(Problem(str(path), f"skipped: no labels in manifest row {line_number}"))
-        elif path.suffix.lower() not in TIFF_SUFFIXES | (IMAGE_SUFFIXES if modality == "rgb" else frozenset()):
-            problems.append(Problem(str(path), f"skipped: not an image file (manifest row {line_number})"))
-        elif path in seen:
-            problems.append(Problem(str(path), f"skipped: listed twice in the manifest (row {line_number})"))
-        elif not path.is_file():
-            problems.append(Problem(str(path), f"skipped: listed in {csv_path.name} (row {line_number}) but not found"))
-        elif path.stat().st_size == 0:
-            problems.append(Problem(str(path), "skipped: empty file (0 bytes)"))
+        try:
+            path = (csv_path.parent / relative).resolve() if not Path(relative).is_absolute() else Path(relative)
+            problem = _manifest_row_problem(path, labels, line_number, csv_path, seen, modality)
+        except (OSError, ValueError) as error:  # a NUL byte or an over-long name in the row
+            path, problem = Path(relative[:200]), f"skipped: not a usable path in row {line_number} ({error})"
+        if problem:
+            problems.append(Problem(str(path), problem))
         else:
             seen.add(path)
             records.append(TileRecord(path, labels))
@@ -197,6 +195,22 @@ def discover_manifest(csv_path: Path, modality: str = "ms") -> ImageryIndex:
         problems.append(Problem(str(csv_path), "no usable rows: the manifest lists no existing image files"))
     multi_label = any(len(record.labels) > 1 for record in records)
     return ImageryIndex(csv_path, modality, records, classes, problems, multi_label)
+
+
+def _manifest_row_problem(path: Path, labels: tuple[str, ...], line_number: int, csv_path: Path, seen: set[Path],
+                          modality: str) -> str:
+    """Why a manifest row cannot be used ("" when it can)."""
+    if not labels:
+        return f"skipped: no labels in manifest row {line_number}"
+    if path.suffix.lower() not in TIFF_SUFFIXES | (IMAGE_SUFFIXES if modality == "rgb" else frozenset()):
+        return f"skipped: not an image file (manifest row {line_number})"
+    if path in seen:
+        return f"skipped: listed twice in the manifest (row {line_number})"
+    if not path.is_file():
+        return f"skipped: listed in {csv_path.name} (row {line_number}) but not found"
+    if path.stat().st_size == 0:
+        return "skipped: empty file (0 bytes)"
+    return ""
 
 
 def discover_ms_archive(path) -> ImageryIndex:
@@ -307,9 +321,9 @@ def _spread_sample(items: list, size: int) -> list:
 
 
 def _pixel_sums(array: np.ndarray, nodata: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-band sum, sum of squares and count of valid pixels (nodata and NaN excluded)."""
+    """Per-band sum, sum of squares and count of valid pixels (nodata, NaN and infinities excluded)."""
     values = array.reshape(array.shape[0], -1).astype(np.float64)
-    valid = ~np.isnan(values)
+    valid = np.isfinite(values)
     if len(nodata) == values.shape[0] and all(value is not None for value in nodata):
         valid &= values != np.asarray(nodata, dtype=np.float64)[:, None]
     values = np.where(valid, values, 0.0)
@@ -351,6 +365,9 @@ def summarise_imagery(path, modality: str = "auto", *, sample: int = 500, worker
         sums = _map_in_chunks(pool, partial(_sample_sums, as_rgb=modality == "rgb"), [header for _, header in sampled])
     problems += [result.to_problem() for result in sums if isinstance(result, ImageReadError)]
     sums = [result for result in sums if not isinstance(result, ImageReadError)]
+    problems += [Problem(header.path, f"{result[3]} pixel value(s) are NaN or infinite; they are treated as nodata "
+                                      "(filled when training)")
+                 for (_, header), result in zip(sampled, sums) if result[3]]
     band_stats = None
     if sums:
         total = np.sum([result[0] for result in sums], axis=0)
@@ -369,7 +386,10 @@ def summarise_imagery(path, modality: str = "auto", *, sample: int = 500, worker
         band_names = list(positional_band_names(band_count)) if band_count else []
     all_headers = [header for _, header in good]
     sizes = Counter(f"{header.width}x{header.height}" for header in all_headers)
-    nodata_values = sorted({value for header in all_headers for value in header.nodata if value is not None})
+    declared = {value for header in all_headers for value in header.nodata if value is not None}
+    nodata_values: list[Any] = sorted(value for value in declared if not math.isnan(value))
+    if any(math.isnan(value) for value in declared):
+        nodata_values.append("nan")  # NaN once (NaN != NaN, so a set keeps one per file), and valid JSON
     return {
         "modality": modality,
         "root": str(root),
@@ -384,7 +404,8 @@ def summarise_imagery(path, modality: str = "auto", *, sample: int = 500, worker
         "size_counts": dict(sizes.most_common()),
         "crs": sorted({header.crs for header in all_headers if header.crs}),
         "ungeoreferenced_files": sum(1 for header in all_headers if not header.crs),
-        "nodata": [float(value) if not float(value).is_integer() else int(value) for value in nodata_values],
+        "nodata": [value if isinstance(value, str) or not float(value).is_integer() else int(value)
+                   for value in nodata_values],
         "band_stats": band_stats,
         "problems": [problem.to_dict() for problem in problems],
     }
@@ -408,8 +429,11 @@ def _header_or_error(path: Path) -> ImageHeader | ImageReadError:
 
 
 def _sample_sums(header: ImageHeader, as_rgb: bool):
+    """Band sums of one sampled file (read reduced to STATS_SIDE px: statistics need no more) and its
+    count of non-finite values; or the file's error."""
     try:
-        array = read_image(header.path, as_rgb=as_rgb)
+        array = read_image(header.path, as_rgb=as_rgb, max_side=STATS_SIDE)
     except ImageReadError as error:
         return error
-    return _pixel_sums(array, header.nodata)
+    nonfinite = int((~np.isfinite(array)).sum()) if array.dtype.kind == "f" else 0
+    return (*_pixel_sums(array, header.nodata), nonfinite)

@@ -5,6 +5,7 @@ Every failure becomes an :class:`ImageReadError` naming the file, so callers can
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import rasterio
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from PIL import Image, UnidentifiedImageError
 
@@ -29,6 +30,8 @@ IMAGE_SUFFIXES = TIFF_SUFFIXES | PILLOW_SUFFIXES
 # Pillow modes converted to RGB; anything else (32-bit int/float, multi-channel oddities) is rejected.
 _PILLOW_TO_RGB = {"RGB", "RGBA", "RGBX", "P", "PA", "L", "LA", "1", "CMYK", "YCbCr", "La"}
 _PILLOW_16BIT_GREY = {"I;16", "I;16L", "I;16B", "I;16N"}
+# Longest side at which an image file is decoded (larger ones are read reduced, see read_image).
+MAX_IMAGE_SIDE = 4096
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,16 @@ def _raster_rgb_bands(path: Path, dataset) -> list[int] | None:
     raise ImageReadError(path, f"has {dataset.count} bands; RGB imagery must have 1 (grey), 3 (RGB) or 4 (RGBA) bands")
 
 
-def _read_raster(path: Path, bands: Sequence[int] | None, as_rgb: bool) -> np.ndarray:
+def _decimated_shape(width: int, height: int, max_side: int | None) -> tuple[int, int] | None:
+    """(height, width) to read an image at so its longer side is at most ``max_side``; None to read as is."""
+    if max_side is None or max(width, height) <= max_side:
+        return None
+    scale = max(width, height) / max_side
+    return max(1, round(height / scale)), max(1, round(width / scale))
+
+
+def _read_raster(path: Path, bands: Sequence[int] | None, as_rgb: bool, max_side: int | None) -> tuple[np.ndarray, list]:
+    """Pixels and the nodata value of each returned band (None where the file declares none)."""
     with _open_raster(path) as dataset:
         if bands is not None:
             out_of_range = [band for band in bands if not 0 <= band < dataset.count]
@@ -173,60 +185,96 @@ def _read_raster(path: Path, bands: Sequence[int] | None, as_rgb: bool) -> np.nd
             indexes = _raster_rgb_bands(path, dataset)
         else:
             indexes = None
+        shape = _decimated_shape(dataset.width, dataset.height, max_side)
+        options = {} if shape is None else {"out_shape": shape, "resampling": Resampling.average}
         try:
             if as_rgb and indexes is None:
-                band = dataset.read(1)
+                band = dataset.read(1, **options)
                 if dataset.colorinterp[0] == ColorInterp.palette:
                     array = _palette_to_rgb(dataset, band)
                 else:
                     array = np.repeat(band[None], 3, axis=0)
+                nodatavals = [dataset.nodatavals[0]] * 3
             else:
-                array = dataset.read(indexes)
-        except RasterioError as error:
+                count = len(indexes) if indexes is not None else dataset.count
+                if shape is not None:
+                    options["out_shape"] = (count, *shape)
+                array = dataset.read(indexes, **options)
+                nodatavals = [dataset.nodatavals[index - 1] for index in (indexes or range(1, dataset.count + 1))]
+        except (RasterioError, MemoryError) as error:
             raise ImageReadError(path, f"corrupt or truncated GeoTIFF: pixel data cannot be read ({_rasterio_reason(error)})") from None
-        _reject_all_nodata(path, array, dataset.nodatavals, indexes)
-    return array
+    _reject_all_invalid(path, array, nodatavals)
+    return array, nodatavals
 
 
-def _reject_all_nodata(path: Path, array: np.ndarray, nodatavals, indexes) -> None:
-    if indexes is not None:
-        nodatavals = [nodatavals[index - 1] for index in indexes]
-    if len(nodatavals) != array.shape[0] or any(value is None for value in nodatavals):
-        if array.dtype.kind == "f" and np.isnan(array).all():
-            raise ImageReadError(path, "every pixel is NaN (no valid data)")
-        return
-    nodata = np.asarray(nodatavals, dtype=np.float64).reshape(-1, 1, 1)
-    if np.isnan(nodata).all():
-        is_nodata = np.isnan(array)
-    else:
-        is_nodata = array == nodata.astype(array.dtype)
-    if is_nodata.all():
-        raise ImageReadError(path, f"every pixel is nodata ({nodatavals[0]:g}): the tile holds no data")
+def invalid_pixels(array: np.ndarray, nodatavals: Sequence[float | None]) -> np.ndarray | None:
+    """(C, H, W) True where a value is NaN, infinite or its band's nodata value; None when all are valid."""
+    invalid = ~np.isfinite(array) if array.dtype.kind == "f" else np.zeros(array.shape, dtype=bool)
+    for band, value in enumerate(nodatavals[:array.shape[0]]):
+        if value is not None and np.isfinite(value):
+            invalid[band] |= array[band] == np.asarray(value).astype(array.dtype)
+    return invalid if invalid.any() else None
 
 
-def read_image(path, bands: Sequence[int] | None = None, *, as_rgb: bool = False) -> np.ndarray:
-    """Pixels of one image as (C, H, W) in the file's native dtype.
+def _reject_all_invalid(path: Path, array: np.ndarray, nodatavals: Sequence[float | None]) -> None:
+    invalid = invalid_pixels(array, nodatavals)
+    if invalid is not None and invalid.all():
+        declared = sorted({f"{value:g}" for value in nodatavals if value is not None})
+        reason = f"nodata ({', '.join(declared)}), NaN or infinite" if declared else "NaN or infinite"
+        raise ImageReadError(path, f"every pixel is {reason}: the image holds no data")
 
-    ``bands`` are 0-based band indices to keep. ``as_rgb`` (RGB imagery) converts to exactly three
-    channels: grey replicated, alpha dropped, palette expanded; PNG/JPEG are always converted so.
-    Raises ImageReadError naming the file: zero-byte, corrupt or truncated, unsupported mode,
-    requested band missing, every pixel nodata.
-    """
+
+def _read(path, bands: Sequence[int] | None, as_rgb: bool, max_side: int | None) -> tuple[np.ndarray, list]:
     path = Path(path)
     _check_file(path)
     suffix = path.suffix.lower()
     if suffix in TIFF_SUFFIXES:
-        return _read_raster(path, bands, as_rgb)
+        return _read_raster(path, bands, as_rgb, max_side)
     if suffix not in PILLOW_SUFFIXES:
         raise ImageReadError(path, f"not an image file ({suffix or 'no extension'}); expected .tif, .tiff, .png, .jpg or .jpeg")
     with _open_pillow(path) as image:
+        shape = _decimated_shape(image.width, image.height, max_side)
+        if shape is not None:
+            image = image.reduce(max(1, math.ceil(max(image.width, image.height) / max_side)))
         array = _pillow_to_rgb(path, image)
     if bands is not None:
         out_of_range = [band for band in bands if not 0 <= band < 3]
         if out_of_range:
             raise ImageReadError(path, f"has 3 bands; band index(es) {out_of_range} (0-based) requested")
         array = array[list(bands)]
-    return array
+    return array, [None] * array.shape[0]
+
+
+def read_image(path, bands: Sequence[int] | None = None, *, as_rgb: bool = False,
+               max_side: int | None = MAX_IMAGE_SIDE) -> np.ndarray:
+    """Pixels of one image as (C, H, W) in the file's native dtype.
+
+    ``bands`` are 0-based band indices to keep. ``as_rgb`` (RGB imagery) converts to exactly three
+    channels: grey replicated, alpha dropped, palette expanded; PNG/JPEG are always converted so.
+    An image whose longer side exceeds ``max_side`` is read reduced (pixel averaging) to that size:
+    every use of an image file here resizes it to a tile of at most 1024 px, and a full decode of a
+    huge file would only exhaust memory.
+    Raises ImageReadError naming the file: zero-byte, corrupt or truncated, unsupported mode,
+    requested band missing, every pixel nodata, NaN or infinite.
+    """
+    return _read(path, bands, as_rgb, max_side)[0]
+
+
+def read_tile(path, bands: Sequence[int] | None = None, *, as_rgb: bool = False) -> tuple[np.ndarray, int]:
+    """``read_image`` for training and classification: pixels that are NaN, infinite or the band's
+    nodata value are filled with the median of that band's valid pixels (0 if it has none), so a
+    partly empty tile cannot turn the model's weights into NaN. Returns (pixels, filled count)."""
+    array, nodatavals = _read(path, bands, as_rgb, MAX_IMAGE_SIDE)
+    invalid = invalid_pixels(array, nodatavals)
+    if invalid is None:
+        return array, 0
+    array = array.copy()
+    for band in range(array.shape[0]):
+        bad = invalid[band]
+        if bad.any():
+            valid = array[band][~bad]
+            array[band][bad] = np.median(valid).astype(array.dtype) if valid.size else 0
+    return array, int(invalid.any(axis=0).sum())
 
 
 def scale_by_dtype(array: np.ndarray) -> np.ndarray:

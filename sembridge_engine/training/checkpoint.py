@@ -5,7 +5,6 @@ never executes code. RNG states are stored as tensors / lists for the same reaso
 """
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -13,17 +12,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import atomic_output
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint file cannot be read (corrupt, truncated, or from an incompatible run)."""
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temp file in the same folder, then os.replace: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """torch.save to a temp file in the same folder, then rename: a crash or a full disk never leaves half a file."""
+    with atomic_output(path) as temporary:
+        torch.save(state, temporary)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ gap between sensors before the shared RGB encoder M_G sees them.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -89,6 +90,55 @@ def _fingerprint(index: ImageryIndex, preset: BandPreset, tile_size: int) -> str
         stat = record.path.stat()
         digest.update(f"{record.path}|{'/'.join(record.labels)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+def _file_entries(index: ImageryIndex) -> dict[str, list]:
+    """{path relative to the archive root: [labels, size, mtime]} of every usable file."""
+    base = index.root if index.root.is_dir() else index.root.parent
+    entries = {}
+    for record in index.records:
+        stat = record.path.stat()
+        try:
+            name = str(record.path.relative_to(base))
+        except ValueError:
+            name = str(record.path)
+        entries[name] = ["/".join(record.labels), stat.st_size, stat.st_mtime_ns]
+    return entries
+
+
+def data_manifest(config: RunConfig) -> dict[str, dict[str, list]]:
+    """Every file a run trains on (label, size, modification time), from discovery alone (no pixels read):
+    recorded when a run starts and compared when it resumes, because a resumed run must see the same data."""
+    manifest = {"rgb": _file_entries(discover_rgb_folder(config.data.rgb_path))}
+    if config.uses_teacher:
+        manifest["ms"] = _file_entries(discover_ms_archive(config.data.ms_path))
+    return manifest
+
+
+def data_changes(recorded: dict[str, dict[str, list]], current: dict[str, dict[str, list]]) -> list[str]:
+    """What differs between two data manifests, in words (empty when the data is the same).
+
+    A file that left one class folder and appeared in another with the same name, size and time
+    counts as moved, not as removed and added.
+    """
+    changes = []
+    for modality in sorted(set(recorded) | set(current)):
+        before, after = recorded.get(modality, {}), current.get(modality, {})
+        gone = set(before) - set(after)
+        new = set(after) - set(before)
+        fingerprint = {(Path(name).name, *before[name][1:]): name for name in gone}
+        moved = sorted(name for name in new if (Path(name).name, *after[name][1:]) in fingerprint)
+        gone -= {fingerprint[(Path(name).name, *after[name][1:])] for name in moved}
+        new -= set(moved)
+        common = set(before) & set(after)
+        moved += sorted(name for name in common if before[name][0] != after[name][0])
+        modified = sorted(name for name in common if before[name][1:] != after[name][1:] and before[name][0] == after[name][0])
+        for what, names in (("added", sorted(new)), ("removed", sorted(gone)), ("moved to another class", moved),
+                            ("modified", modified)):
+            if names:
+                example = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+                changes.append(f"{len(names)} {modality.upper()} file(s) {what} ({example})")
+    return changes
 
 
 def _stratify_key(labels: torch.Tensor) -> torch.Tensor:

@@ -7,18 +7,21 @@ uninterrupted run's metrics exactly.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..atomic import write_json_atomic
 from ..config import RunConfig, config_hash, load_config, save_config
 from ..device import describe_device
 from ..events import Cancelled, CancelToken, EventCallback, LogLine, RunFailed, RunFinished, ignore_event
 from .checkpoint import load_checkpoint
 from .context import RunContext
-from .dataset import assemble_run_data
+from .dataset import assemble_run_data, data_changes, data_manifest
 from .outputs import export_run, write_outputs
 from .rundir import STAGES, RunFolder, default_output_dir, new_run_dir, utc_now
 from .stages import matcher_stage, teacher_stage
@@ -45,9 +48,23 @@ def _transport_summary(folder: RunFolder) -> dict[str, float | None]:
     return summary
 
 
+def _check_same_data(ctx: RunContext) -> None:
+    """Record the run's files when it starts; refuse to continue a run whose data changed since."""
+    folder = ctx.folder
+    current = data_manifest(ctx.config)
+    if not folder.data_manifest_path.exists():
+        write_json_atomic(folder.data_manifest_path, current)
+        return
+    changes = data_changes(json.loads(folder.data_manifest_path.read_text(encoding="utf-8")), current)
+    if changes:
+        raise ValueError(f"the data of run {folder.root} changed since it started, so it cannot be resumed: "
+                         + "; ".join(changes) + ". A changed dataset is a new run: start one with `sembridge train`.")
+
+
 def _run_stages(ctx: RunContext) -> dict[str, Any]:
     """Every stage in order, then the outputs; returns the run's summary."""
     config = ctx.config
+    _check_same_data(ctx)
     device_name = describe_device(ctx.device)
     ctx.log(f"device: {device_name}" + (" (mixed precision)" if ctx.amp else ""))
     ctx.folder.update_run_json(device=device_name, device_type=ctx.device.type)
@@ -94,14 +111,16 @@ def _execute(config: RunConfig, folder: RunFolder, callback: EventCallback, canc
         folder.update_run_json(status="running", error=None)
         summary = _run_stages(RunContext(config, folder, callback, cancel))
     except (Cancelled, KeyboardInterrupt) as error:
-        folder.update_run_json(status="cancelled", error="cancelled by the user")
+        with contextlib.suppress(OSError):  # e.g. a full disk: the checkpoints stay valid either way
+            folder.update_run_json(status="cancelled", error="cancelled by the user")
         callback(RunFailed(str(folder.root), "cancelled by the user", cancelled=True))
         if isinstance(error, KeyboardInterrupt):
             raise
         return RunResult(folder.root, {"status": "cancelled", "run_dir": str(folder.root)})
     except Exception as error:
         message = str(error) or type(error).__name__
-        folder.update_run_json(status="failed", error=message)
+        with contextlib.suppress(OSError):
+            folder.update_run_json(status="failed", error=message)
         callback(RunFailed(str(folder.root), message))
         raise
     folder.update_run_json(status="finished", finished=utc_now(), summary=summary)
@@ -117,12 +136,15 @@ def train(config: RunConfig, *, run_dir: Path | None = None, callback: EventCall
     folder = RunFolder(Path(run_dir))
     if folder.run_json_path.exists():
         raise ValueError(f"{folder.root} already holds a run; use resume() / `sembridge resume` to continue it")
-    folder.root.mkdir(parents=True, exist_ok=True)
-    save_config(config, folder.config_path)
-    folder.update_run_json(name=config.name, status="created", created=utc_now(), engine_version=__version__,
-                           config_hash=config_hash(config), teacher_from=config.student.teacher_from or None)
-    folder.write_metrics([])
-    return _execute(config, folder, _logging_callback(folder, callback), cancel)
+    if folder.root.is_dir() and any(folder.root.iterdir()):
+        raise ValueError(f"{folder.root} already exists and holds other files; a run needs a new or empty folder, "
+                         "so nothing of yours is overwritten")
+    with folder.writer_lock():
+        save_config(config, folder.config_path)
+        folder.update_run_json(name=config.name, status="created", created=utc_now(), engine_version=__version__,
+                               config_hash=config_hash(config), teacher_from=config.student.teacher_from or None)
+        folder.write_metrics([])
+        return _execute(config, folder, _logging_callback(folder, callback), cancel)
 
 
 def resume(run_dir: Path, *, callback: EventCallback = ignore_event, cancel: CancelToken | None = None) -> RunResult:
@@ -130,16 +152,19 @@ def resume(run_dir: Path, *, callback: EventCallback = ignore_event, cancel: Can
     folder = RunFolder(Path(run_dir))
     if not folder.config_path.exists():
         raise ValueError(f"{folder.root}: not a SemBridge run folder (no config.toml)")
-    info = folder.read_run_json()
-    if info.get("status") == "finished":
-        return RunResult(folder.root, info.get("summary", {}))
-    config = load_config(folder.config_path)
-    rows: list[dict[str, Any]] = []
-    for stage in STAGES:
-        path = folder.checkpoint(stage)
-        if path.exists():
-            rows += load_checkpoint(path)["history"]
-    folder.write_metrics(rows)
-    callback = _logging_callback(folder, callback)
-    callback(LogLine(f"resuming {folder.root} ({len(rows)} finished stage-epochs kept)"))
-    return _execute(config, folder, callback, cancel)
+    with folder.writer_lock() as killed_writer:
+        info = folder.read_run_json()
+        if info.get("status") == "finished":
+            return RunResult(folder.root, info.get("summary", {}))
+        config = load_config(folder.config_path)
+        rows: list[dict[str, Any]] = []
+        for stage in STAGES:
+            path = folder.checkpoint(stage)
+            if path.exists():
+                rows += load_checkpoint(path)["history"]
+        folder.write_metrics(rows)
+        callback = _logging_callback(folder, callback)
+        if killed_writer is not None:
+            callback(LogLine(f"process {killed_writer} that was writing this run is gone; its lock was taken over"))
+        callback(LogLine(f"resuming {folder.root} ({len(rows)} finished stage-epochs kept)"))
+        return _execute(config, folder, callback, cancel)

@@ -8,19 +8,21 @@ folders only through :class:`RunFolder`, so the file layout and its keys are dec
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import sys
 import time
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from platformdirs import user_cache_dir, user_data_dir
 
-from ..atomic import write_bytes_atomic, write_json_atomic
+from ..atomic import remove_stale_temporaries, write_bytes_atomic, write_json_atomic
 
 APP_NAME = "sembridge-studio"
 STAGES = ("teacher", "matcher", "student")
@@ -85,6 +87,27 @@ def scalar(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+class RunLocked(RuntimeError):
+    """Another live process is writing this run folder."""
+
+
+def _try_lock(handle) -> bool:
+    """A non-blocking exclusive OS lock on an open file; released by the OS when the process dies."""
+    try:
+        handle.seek(0)
+        if sys.platform == "win32":
+            import msvcrt
+
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -160,6 +183,10 @@ class RunFolder:
         return self.root / "student.safetensors"
 
     @property
+    def data_manifest_path(self) -> Path:
+        return self.root / "data_manifest.json"
+
+    @property
     def bundle_path(self) -> Path:
         return self.root / "model.sembridge"
 
@@ -195,6 +222,43 @@ class RunFolder:
             handle.flush()
             os.fsync(handle.fileno())
 
+    @property
+    def lock_path(self) -> Path:
+        return self.root / ".writer.lock"
+
+    @contextlib.contextmanager
+    def writer_lock(self) -> Iterator[int | None]:
+        """Hold the run's writer lock while training or resuming it.
+
+        A second writer gets RunLocked naming the process that holds it. A lock file left by a killed
+        process is not held by anyone (the OS releases it), so it is simply taken over; the context
+        yields that earlier process's id (None if there was none) so the caller can say so.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = open(self.lock_path, "a+", encoding="utf-8")
+        try:
+            handle.seek(0)
+            previous = handle.read().strip()
+            if not _try_lock(handle):
+                raise RunLocked(f"run {self.root} is being written by another process (PID {previous or 'unknown'}); "
+                                "wait for it to finish or stop it first")
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            for folder in (self.root, self.root / "checkpoints", self.root / "matches"):
+                remove_stale_temporaries(folder)
+            yield int(previous) if previous.isdigit() and int(previous) != os.getpid() else None
+        finally:
+            handle.close()
+
+    def writer_alive(self) -> bool:
+        """True while a process holds the writer lock (a run still training or resuming)."""
+        if not self.lock_path.exists():
+            return False
+        with open(self.lock_path, "a+", encoding="utf-8") as handle:
+            return not _try_lock(handle)
+
     # -- reading ------------------------------------------------------------------------------
     def is_run(self) -> bool:
         return self.run_json_path.is_file()
@@ -219,7 +283,9 @@ class RunFolder:
 
     @property
     def status(self) -> str:
-        return str(self.info().get("status", "unknown"))
+        """run.json's status; "interrupted" for a run that says "running" but whose process is gone."""
+        status = str(self.info().get("status", "unknown"))
+        return "interrupted" if status == "running" and not self.writer_alive() else status
 
     @property
     def resumable(self) -> bool:

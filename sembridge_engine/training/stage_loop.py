@@ -6,6 +6,7 @@ uninterrupted run's metrics exactly.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -21,6 +22,10 @@ from .loops import epoch_generator, set_train_mode, shuffled_batches
 
 LOSS_KEYS = ("loss_task", "loss_kd", "loss_ot1", "loss_ot2", "loss_total", "train_acc")
 UNUSED = None  # a loss component that does not exist in a stage is null in metrics.jsonl
+
+
+class TrainingDiverged(RuntimeError):
+    """A stage's loss stopped being a finite number: the run stops instead of training on garbage."""
 
 
 @dataclass
@@ -78,6 +83,16 @@ def _restore(ctx: RunContext, spec: StageSpec, path) -> tuple[list, dict, int]:
     return history, best, start
 
 
+def _check_finite(spec: StageSpec, epoch: int, batch: int, loss: float | None) -> None:
+    if loss is None or math.isfinite(loss):
+        return
+    raise TrainingDiverged(
+        f"{spec.name} stage, epoch {epoch}, batch {batch}: the loss is {loss} (not a finite number), so the run was "
+        f"stopped; the last finished epoch's checkpoint is kept. Likely causes: NaN or infinite pixel values in the "
+        f"input imagery (check it with `sembridge inspect`), or a learning rate too high for this data "
+        f"(now {spec.optimizer.param_groups[0]['lr']:g}).")
+
+
 def _train_epoch(ctx: RunContext, spec: StageSpec, epoch: int) -> dict[str, float | None]:
     generator = epoch_generator(ctx.seed, spec.name, epoch)
     batches = shuffled_batches(spec.train_count, spec.batch_size, generator)
@@ -87,6 +102,7 @@ def _train_epoch(ctx: RunContext, spec: StageSpec, epoch: int) -> dict[str, floa
     for done, positions in enumerate(batches, start=1):
         ctx.check()
         out = spec.train_step(positions, generator, epoch)
+        _check_finite(spec, epoch, done, out.get("loss_total"))
         count = out.pop("n")
         seen += count
         for key, value in out.items():

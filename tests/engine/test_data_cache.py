@@ -37,8 +37,8 @@ def test_bands_selection_and_worker_counts_agree(data_ms_archive):
 
 def test_second_epoch_does_not_decode_again(data_ms_archive, monkeypatch):
     decoded = []
-    real_read = cache.read_image
-    monkeypatch.setattr(cache, "read_image", lambda *args, **kwargs: decoded.append(args[0]) or real_read(*args, **kwargs))
+    real_read = cache.read_tile
+    monkeypatch.setattr(cache, "read_tile", lambda *args, **kwargs: decoded.append(args[0]) or real_read(*args, **kwargs))
     index = discover_ms_archive(data_ms_archive)
     loaded = load_index(index, _class_index(index), 16, workers=2)
     assert len(decoded) == 12 and isinstance(loaded.tiles, torch.Tensor)
