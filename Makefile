@@ -21,11 +21,12 @@ test: $(STAMP)
 	$(MAKE) check
 
 # What `make test` checks, on an existing environment (PY= another interpreter, e.g. in a worktree):
-# the import contracts (engine never imports Qt; engine layers), ruff, then the test suite.
+# the import contracts (engine never imports Qt; engine layers), ruff, then the test suite. The app
+# tests run under a real X server when one can be had, else offscreen (tests/app/xserver.py).
 check:
 	$(dir $(PY))lint-imports --no-cache
 	$(PY) -m ruff check --quiet
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
 	$(PY) tests/benchmarks/speed.py

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..events import CancelToken
 from .bands import guess_preset, positional_band_names
 from .problems import ImageReadError, Problem
 from .readers import (
@@ -78,10 +79,43 @@ def _require_root(path) -> Path:
     return root
 
 
-def _walk_class_folder(folder: Path, suffixes: frozenset[str], problems: list[Problem], root: Path) -> list[Path]:
+def not_an_imagery_folder(root: Path, suffixes: frozenset[str]) -> str:
+    """Why ``root`` cannot be a folder of class folders, judged from two levels only ("" when it may be).
+
+    A mistyped or half-typed path (``/``, ``/home``) would otherwise send the recursive walk through
+    a whole file system: a file-system root is never an imagery folder, and neither is a folder in
+    none of whose sub-folders an image file lies (``<root>/<Class>/<image>``)."""
+    if Path(os.path.realpath(root)).parent == Path(os.path.realpath(root)):
+        return f"{root} is the root of a file system, not an imagery folder; choose the folder that holds the class folders"
+    try:
+        with os.scandir(root) as entries:
+            folders = [entry.path for entry in entries if not _is_ignored(entry.name) and _is_folder(entry)]
+    except OSError:
+        return ""  # the walk reports an unreadable root with its reason
+    for folder in folders:
+        try:
+            with os.scandir(folder) as entries:
+                if any(Path(entry.name).suffix.lower() in suffixes and not _is_ignored(entry.name) for entry in entries):
+                    return ""
+        except OSError:
+            continue
+    return (f"{root} is not an imagery folder: none of its sub-folders holds image files "
+            f"({', '.join(sorted(suffixes))}); expected <folder>/<Class>/<image files>")
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _walk_class_folder(folder: Path, suffixes: frozenset[str], problems: list[Problem], root: Path,
+                       cancel: CancelToken | None = None) -> list[Path]:
     """Image files under one class folder (recursively), following symlinks but not their loops.
 
     The archive root counts as visited so a link back to it cannot pull every class into this one.
+    ``cancel`` is checked once per folder, so a walk of a big tree stops when the user asks.
     """
     images: list[Path] = []
     visited: set[str] = {os.path.realpath(root)}
@@ -90,6 +124,8 @@ def _walk_class_folder(folder: Path, suffixes: frozenset[str], problems: list[Pr
         problems.append(Problem(str(error.filename or folder), f"cannot read folder: {error.strerror or error}"))
 
     for directory, subdirectories, files in os.walk(folder, onerror=report_unreadable, followlinks=True):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
         real = os.path.realpath(directory)
         if real in visited:
             problems.append(Problem(directory, f"symlink loop: this folder leads back to {real}, already scanned; not followed"))
@@ -113,7 +149,11 @@ def _walk_class_folder(folder: Path, suffixes: frozenset[str], problems: list[Pr
     return images
 
 
-def _discover_folder(root: Path, modality: str, suffixes: frozenset[str]) -> ImageryIndex:
+def _discover_folder(root: Path, modality: str, suffixes: frozenset[str],
+                     cancel: CancelToken | None = None) -> ImageryIndex:
+    refusal = not_an_imagery_folder(root, suffixes)
+    if refusal:
+        raise ValueError(refusal)
     problems: list[Problem] = []
     records: list[TileRecord] = []
     classes: list[str] = []
@@ -137,7 +177,7 @@ def _discover_folder(root: Path, modality: str, suffixes: frozenset[str]) -> Ima
         if not os.access(path, os.R_OK | os.X_OK):
             problems.append(Problem(str(path), "cannot read class folder: permission denied"))
             continue
-        images = _walk_class_folder(path, suffixes, problems, root)
+        images = _walk_class_folder(path, suffixes, problems, root, cancel)
         if not images:
             problems.append(Problem(str(path), f"empty class folder: no image files, class {entry.name!r} left out"))
             continue
@@ -213,24 +253,28 @@ def _manifest_row_problem(path: Path, labels: tuple[str, ...], line_number: int,
     return ""
 
 
-def discover_ms_archive(path) -> ImageryIndex:
-    """MS tiles: ``<root>/<Class>/*.tif`` (single-label) or a CSV manifest ``path,labels``."""
+def discover_ms_archive(path, *, cancel: CancelToken | None = None) -> ImageryIndex:
+    """MS tiles: ``<root>/<Class>/*.tif`` (single-label) or a CSV manifest ``path,labels``.
+
+    A folder that cannot be an archive (see :func:`not_an_imagery_folder`) raises ValueError before
+    any walk; ``cancel`` stops a walk in progress (raises Cancelled)."""
     root = _require_root(path)
     if root.is_file():
         if root.suffix.lower() == ".csv":
             return discover_manifest(root, "ms")
         raise ValueError(f"{root}: an MS archive is a folder of class folders or a CSV manifest (.csv)")
-    return _discover_folder(root, "ms", TIFF_SUFFIXES)
+    return _discover_folder(root, "ms", TIFF_SUFFIXES, cancel)
 
 
-def discover_rgb_folder(path) -> ImageryIndex:
-    """RGB images: ``<root>/<Class>/*.{png,jpg,jpeg,tif,tiff}``, any mix and size, or a CSV manifest."""
+def discover_rgb_folder(path, *, cancel: CancelToken | None = None) -> ImageryIndex:
+    """RGB images: ``<root>/<Class>/*.{png,jpg,jpeg,tif,tiff}``, any mix and size, or a CSV manifest
+    (refusals and ``cancel`` as for :func:`discover_ms_archive`)."""
     root = _require_root(path)
     if root.is_file():
         if root.suffix.lower() == ".csv":
             return discover_manifest(root, "rgb")
         raise ValueError(f"{root}: RGB imagery is a folder of class folders or a CSV manifest (.csv)")
-    return _discover_folder(root, "rgb", IMAGE_SUFFIXES)
+    return _discover_folder(root, "rgb", IMAGE_SUFFIXES, cancel)
 
 
 def _normalised_name(name: str) -> str:

@@ -1,4 +1,5 @@
-"""Fixtures for the app tests: settings and caches under tmp_path, a tiny real training run."""
+"""Fixtures for the app tests: a real X server when one can be had, settings and caches under
+tmp_path, a tiny real training run."""
 from __future__ import annotations
 
 import os
@@ -7,6 +8,13 @@ from pathlib import Path
 import pytest
 
 from resources import demo_project
+from tests.app.xserver import choose_qt_platform
+
+QT_PLATFORM = choose_qt_platform()  # before any QApplication exists
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    terminalreporter.write_line(f"Qt platform of the app tests: {QT_PLATFORM}")
 
 # Tiny but real: the smallest backbone, 32 px tiles, one epoch per stage.
 TINY_OVERRIDES = [

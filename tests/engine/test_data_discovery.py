@@ -9,6 +9,7 @@ from sembridge_engine.data.discovery import (
     discover_rgb_folder,
     remap_records,
 )
+from sembridge_engine.events import CancelToken, Cancelled
 from resources import demo_project
 
 
@@ -31,6 +32,30 @@ def test_missing_root_raises_naming_the_path(tmp_path):
         discover_ms_archive(missing)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         discover_rgb_folder(missing)
+
+
+def test_file_system_root_is_refused_before_any_walk():
+    with pytest.raises(ValueError, match="root of a file system"):
+        discover_ms_archive("/")
+    with pytest.raises(ValueError, match="root of a file system"):
+        discover_rgb_folder("/")
+
+
+def test_folder_without_images_two_levels_down_is_refused(tmp_path, data_ms_archive):
+    """A half-typed path such as the parent of an archive is not walked as if it were one."""
+    with pytest.raises(ValueError, match="none of its sub-folders holds image files"):
+        discover_ms_archive(data_ms_archive.parent)  # holds ms/<Class>/*.tif: images three levels down
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not an imagery folder"):
+        discover_rgb_folder(tmp_path / "empty")
+
+
+def test_cancel_stops_discovery(data_ms_archive):
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        discover_ms_archive(data_ms_archive, cancel=token)
+    assert discover_ms_archive(data_ms_archive, cancel=CancelToken()).classes == ["AnnualCrop", "Forest", "River"]
 
 
 def test_junk_files_empty_class_and_hidden_files(data_ms_archive):
