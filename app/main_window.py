@@ -64,8 +64,6 @@ class TrainPage(QWidget):
 
     def set_wizard(self, wizard) -> None:
         self.placeholder.hide()
-        wizard.setWindowFlags(Qt.WindowType.Widget)
-        wizard.setOption(wizard.WizardOption.NoCancelButton, True)
         self.layout_.addWidget(wizard)
         self.wizard = wizard
 

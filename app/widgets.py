@@ -83,9 +83,15 @@ class LocalPathDrops:
 
 
 class PathField(LocalPathDrops, QWidget):
-    """A path line edit with Browse buttons that also accepts a dropped file or folder."""
+    """A path line edit with Browse buttons that also accepts a dropped file or folder.
+
+    ``pathChanged`` follows every change of the text; ``pathTyped`` only keystrokes (half-typed
+    paths: wait before acting on them); ``pathCommitted`` a finished choice (Enter, Browse, drop,
+    ``set_path``)."""
 
     pathChanged = Signal(str)
+    pathTyped = Signal(str)
+    pathCommitted = Signal(str)
 
     def __init__(self, placeholder: str = "", *, folder: bool = True, file_filter: str = "",
                  parent: QWidget | None = None) -> None:
@@ -95,6 +101,8 @@ class PathField(LocalPathDrops, QWidget):
         self.edit.setPlaceholderText(placeholder)
         self.edit.setAcceptDrops(False)
         self.edit.textChanged.connect(self.pathChanged)
+        self.edit.textEdited.connect(self.pathTyped)
+        self.edit.returnPressed.connect(lambda: self.pathCommitted.emit(self.path()))
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.edit, 1)
@@ -117,6 +125,7 @@ class PathField(LocalPathDrops, QWidget):
             self.pathChanged.emit(str(path))
         else:
             self.edit.setText(str(path))
+        self.pathCommitted.emit(self.path())
 
     def _choose_folder(self) -> None:
         chosen = QFileDialog.getExistingDirectory(self, "Choose a folder", self.path())

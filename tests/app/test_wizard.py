@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QCheckBox, QDoubleSpinBox, QSpinBox, QWizard
+from PySide6.QtWidgets import QCheckBox, QDoubleSpinBox, QSpinBox
 
 from app.main_window import MainWindow
 from resources import demo_project
@@ -85,7 +85,7 @@ def test_wizard_walk_launch_and_finish_a_real_run(qtbot, window, tmp_path):
     assert reloaded.student.epochs == 1 and reloaded.data.rgb_tile_size == 32
 
     with qtbot.waitSignal(window.trainingStarted, timeout=5000) as started:
-        qtbot.mouseClick(wizard.button(QWizard.WizardButton.FinishButton), Qt.MouseButton.LeftButton)
+        qtbot.mouseClick(wizard.launch_button, Qt.MouseButton.LeftButton)
     worker = started.args[0]
     assert window.stack.currentWidget() is window.monitor
     wait_worker(qtbot, worker, timeout=240000)
@@ -114,14 +114,14 @@ def test_bad_folder_shows_an_inline_error(qtbot, window, tmp_path):
     assert data.error_label.isVisibleTo(data)
     assert "does not exist" in data.error_label.text()
     assert not data.isComplete()
-    assert not wizard.button(QWizard.WizardButton.NextButton).isEnabled()
+    assert not wizard.next_button.isEnabled()
 
     empty = tmp_path / "empty"
     empty.mkdir()
     with qtbot.waitSignal(data.inspected, timeout=30000):
         data.ms_field.set_path(demo_project() / "ms")
         data.rgb_field.set_path(empty)
-    assert "RGB folder: no images found" in data.error_label.text()
+    assert "RGB folder:" in data.error_label.text() and "not an imagery folder" in data.error_label.text()
     assert not data.isComplete()
 
 
