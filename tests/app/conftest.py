@@ -85,3 +85,15 @@ def no_worker_left_running():
     from app.workers import stop_all_workers
 
     stop_all_workers()
+
+
+@pytest.fixture
+def window(qtbot, settings, demo_config_path):
+    """The main window on the demo project, shown, the project loaded."""
+    from app.main_window import MainWindow
+
+    main = MainWindow(settings, demo_config_path)
+    qtbot.addWidget(main)
+    with qtbot.waitSignal(main.projectLoaded, timeout=60000):
+        main.show()
+    return main

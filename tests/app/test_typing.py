@@ -11,7 +11,6 @@ from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
-from app.main_window import MainWindow
 from resources import demo_project
 from sembridge_engine.events import Cancelled
 
@@ -19,12 +18,8 @@ KEY_INTERVAL_MS = 40  # a brisk typist; well under the page's typing pause
 
 
 @pytest.fixture
-def data_page(qtbot, settings, demo_config_path):
+def data_page(qtbot, window):
     """The main window shown and active on the wizard's Data page, the demo data inspected."""
-    window = MainWindow(settings, demo_config_path)
-    qtbot.addWidget(window)
-    with qtbot.waitSignal(window.projectLoaded, timeout=60000):
-        window.show()
     page = window.train_page.wizard.page_data
     with qtbot.waitSignal(page.inspected, timeout=30000):
         window.show_page("Train")

@@ -5,18 +5,8 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QDoubleSpinBox, QSpinBox
 
-from app.main_window import MainWindow
 from resources import demo_project
 from tests.app.helpers import wait_worker
-
-
-@pytest.fixture
-def window(qtbot, settings, demo_config_path):
-    main = MainWindow(settings, demo_config_path)
-    qtbot.addWidget(main)
-    with qtbot.waitSignal(main.projectLoaded, timeout=60000):
-        main.show()
-    return main
 
 
 def open_wizard(qtbot, window):
