@@ -1,5 +1,9 @@
 """Run configuration: one declarative, validated TOML file per run.
 
+Each field carries its SettingSpec (label, one-line help, bounds, choices) beside its default, so
+the rules and the words the wizard shows live in one place; those help texts are most of this
+file's length.
+
 A run folder keeps the resolved ``config.toml`` so a GUI run can be re-run from the CLI and the
 other way round. Relative paths are resolved against the folder of the file they come from.
 """
