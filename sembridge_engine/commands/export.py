@@ -29,5 +29,8 @@ def run(args) -> int:
     print(f"  {metadata['architecture']}, {metadata['num_classes']} classes ({', '.join(metadata['class_names'])}), "
           f"tile {metadata['tile_size']} px, bands {', '.join(metadata['band_names'])}")
     if "onnx" in metadata:
-        print(f"  model.onnx checked with onnxruntime: max |logit difference| {metadata['onnx']['max_abs_logit_diff']:.2e}")
+        onnx, contract = metadata["onnx"], metadata["onnx"]["input"]
+        print(f"  model.onnx: raw {contract['raw_dtype']} pixels, {contract['window']} x {contract['window']} px window -> "
+              f"class probabilities; checked with onnxruntime: max |probability difference| {onnx['max_abs_prob_diff']:.2e}, "
+              f"max |logit difference| {onnx['max_abs_logit_diff']:.2e}")
     return 0

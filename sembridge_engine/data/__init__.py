@@ -5,7 +5,7 @@ two-second import.
 """
 from __future__ import annotations
 
-import importlib
+from sembridge_engine.lazy import lazy_exports
 
 _EXPORTS = {
     "bands": ("BAND_PRESETS", "BandPreset", "get_preset", "guess_preset"),
@@ -17,18 +17,4 @@ _EXPORTS = {
     "splits": ("stratified_split",),
     "transforms": ("ChannelStats", "compute_channel_stats", "preprocess_arrays", "resize_tiles"),
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str):
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -277,13 +277,20 @@ def read_tile(path, bands: Sequence[int] | None = None, *, as_rgb: bool = False)
     return array, int(invalid.any(axis=0).sum())
 
 
+def dtype_divisor(dtype) -> float:
+    """What raw pixel values of ``dtype`` are divided by before a model sees them: 255 for uint8,
+    10000 for 16/32-bit integers (reflectance DN), 1 for floats and other 8-bit types."""
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8:
+        return 255.0
+    if dtype.kind in "ui" and dtype.itemsize >= 2:
+        return 10000.0
+    return 1.0
+
+
 def scale_by_dtype(array: np.ndarray) -> np.ndarray:
-    """float32 in roughly [0, 1]: uint8 / 255, 16/32-bit integers (reflectance DN) / 10000, floats as is."""
-    kind, itemsize = array.dtype.kind, array.dtype.itemsize
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / np.float32(255.0)
-    if kind in "ui" and itemsize >= 2:
-        return array.astype(np.float32) / np.float32(10000.0)
-    if kind in "uib":
-        return array.astype(np.float32)
-    return array.astype(np.float32, copy=False)
+    """float32 in roughly [0, 1]: raw values divided by ``dtype_divisor`` of their dtype."""
+    divisor = dtype_divisor(array.dtype)
+    if divisor != 1.0:
+        return array.astype(np.float32) / np.float32(divisor)
+    return array.astype(np.float32, copy=array.dtype.kind in "uib")

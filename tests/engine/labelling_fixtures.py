@@ -43,6 +43,11 @@ def demo_rgb_files(per_class: int = 2) -> list[Path]:
     return [path for name in DEMO_CLASSES for path in sorted((root / name).iterdir())[:per_class]]
 
 
+def demo_non_square_rgb() -> Path:
+    """The demo's 256 x 249 UC Merced photo (JPEG)."""
+    return demo_project() / "rgb" / "River" / "river83.jpg"
+
+
 def demo_scene() -> Path:
     return demo_project() / "scene" / "scene_subset.tif"
 

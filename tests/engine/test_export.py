@@ -22,7 +22,7 @@ from sembridge_engine.training.outputs import export_bundle
 from sembridge_engine.colours import LAND_COVER_COLOURS
 from sembridge_engine.labelling.classify import classify_files, preprocess_for_bundle, read_for_bundle
 
-from .labelling_fixtures import DEMO_CLASSES, TEST_ARCH, TEST_TILE, demo_rgb_files, make_run_folder
+from .labelling_fixtures import DEMO_CLASSES, TEST_ARCH, TEST_TILE, demo_non_square_rgb, demo_rgb_files, make_run_folder
 from .labelling_fixtures import single_torch_thread  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -58,19 +58,49 @@ def test_bundle_holds_weights_metadata_and_checked_onnx(run_dir, bundle_path):
     colours = dict(zip(metadata["class_names"], metadata["class_colours"]))
     assert colours["Forest"] == LAND_COVER_COLOURS["forest"] and colours["River"] == LAND_COVER_COLOURS["river"]
     assert len(set(metadata["class_colours"])) == len(DEMO_CLASSES)
-    assert 0 <= metadata["onnx"]["max_abs_logit_diff"] < 1e-3
+    contract = metadata["onnx"]["input"]
+    assert contract["name"] == "pixels" and contract["raw_dtype"] == "uint8" and contract["divisor"] == 255.0
+    assert contract["window"] == TEST_TILE and contract["shape"] == ["batch", 3, TEST_TILE, TEST_TILE]
+    assert 0 <= metadata["onnx"]["max_abs_logit_diff"] < 1e-3 and 0 <= metadata["onnx"]["max_abs_prob_diff"] < 1e-4
 
-    # Independent check on real demo images of several sizes and formats.
+    # Independent check on real demo images of several sizes and formats: raw pixels into the graph
+    # (rewritten for each image's size) against classify's read -> preprocess -> model -> softmax.
     import onnxruntime
 
+    from sembridge_engine.bundle.onnx_graph import graph_for_window
+    from sembridge_engine.labelling.classify import predict_probabilities
+
     bundle = load_bundle(bundle_path)
-    tiles = preprocess_for_bundle(bundle, [read_for_bundle(bundle, path) for path in demo_rgb_files(1)])
     session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    onnx_logits = session.run(None, {"input": tiles.numpy()})[0]
-    with torch.inference_mode():
-        torch_logits = bundle.model(tiles).numpy()
-    assert onnx_logits.shape == (len(DEMO_CLASSES), len(DEMO_CLASSES))
-    assert np.abs(onnx_logits - torch_logits).max() < 1e-3
+    assert [(value.name, value.shape) for value in session.get_inputs()] == [("pixels", ["batch", 3, TEST_TILE, TEST_TILE])]
+    arrays = [read_for_bundle(bundle, path) for path in [*demo_rgb_files(1), demo_non_square_rgb()]]
+    assert {array.shape[1:] for array in arrays} >= {(256, 256), (249, 256)}
+    torch_probabilities = predict_probabilities(bundle.model, preprocess_for_bundle(bundle, arrays), torch.device("cpu")).numpy()
+    for array, expected in zip(arrays, torch_probabilities):
+        graph = graph_for_window(onnx_bytes, array.shape[1], array.shape[2], TEST_TILE)
+        window_session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
+        logits, probabilities = window_session.run(None, {"pixels": array[None].astype(np.float32)})
+        assert logits.shape == probabilities.shape == (1, len(DEMO_CLASSES))
+        np.testing.assert_allclose(probabilities[0], expected, atol=1e-5)
+
+
+def test_pixels_graph_scales_16_bit_reflectance_as_training_did(run_dir):
+    """A bundle trained on uint16 imagery: the graph divides by 10000 (as scale_by_dtype), at a 64 px window."""
+    from safetensors.torch import load_file
+
+    from sembridge_engine.bundle.model import build_model
+    from sembridge_engine.bundle.onnx_export import export_checked_pixels_onnx
+
+    info = json.loads((run_dir / "student.json").read_text())
+    model = build_model(info["arch"], 3, info["num_classes"], "test")
+    model.load_state_dict(load_file(str(run_dir / "student.safetensors")))
+    model.eval()
+    metadata = {"in_channels": 3, "tile_size": info["tile_size"], "band_names": ["R", "G", "B"],
+                "channel_stats": info["channel_stats"], "radiometry": {"dtype": "uint16"}}
+    _, entry = export_checked_pixels_onnx(model, metadata, "test", window=64)
+    assert entry["input"]["raw_dtype"] == "uint16" and entry["input"]["divisor"] == 10000.0
+    assert entry["input"]["shape"] == ["batch", 3, 64, 64] and [2, 3, 48, 51] in entry["checked_inputs"]
+    assert entry["max_abs_prob_diff"] < 1e-4
 
 
 def test_bundle_round_trip_in_a_fresh_process(bundle_path):

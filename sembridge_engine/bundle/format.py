@@ -1,0 +1,161 @@
+"""What a bundle is, without PyTorch: file names, metadata validation and a metadata-only reader.
+
+``read_bundle_info`` opens a bundle as the torch-free ONNX runtime needs it (metadata and the
+ONNX graph's bytes); ``model.load_bundle`` builds on it and adds the PyTorch model.
+"""
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sembridge_engine.colours import hex_to_rgb
+
+FORMAT_VERSION = 1
+BUNDLE_SUFFIX = ".sembridge"
+WEIGHTS_NAME = "weights.safetensors"
+METADATA_NAME = "metadata.json"
+ONNX_NAME = "model.onnx"
+# Far above any real bundle (a ResNet34's weights are ~85 MB), far below what would exhaust memory.
+MEMBER_LIMITS = {METADATA_NAME: 16 * 2**20, WEIGHTS_NAME: 1024 * 2**20, ONNX_NAME: 1024 * 2**20}
+
+# key -> type(s) every bundle's metadata.json must have
+REQUIRED_METADATA: dict[str, type | tuple[type, ...]] = {
+    "format_version": int,
+    "architecture": str,
+    "in_channels": int,
+    "num_classes": int,
+    "class_names": list,
+    "class_colours": list,
+    "band_names": list,
+    "tile_size": int,
+    "channel_stats": dict,
+    "training": dict,
+    "engine_version": str,
+    "config_hash": str,
+    "created": str,
+}
+
+
+class BundleError(ValueError):
+    """A bundle or run folder that cannot be exported or loaded; the message names the file and key."""
+
+
+@dataclass
+class BundleInfo:
+    """A bundle's validated metadata (and its ONNX graph, when it has one), read without PyTorch."""
+
+    path: Path
+    metadata: dict[str, Any]
+    class_names: list[str]
+    colours: list[str]
+    tile_size: int
+    band_names: list[str]
+    onnx_bytes: bytes | None = None
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.metadata["in_channels"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def has_pixels_onnx(self) -> bool:
+        """True when ``model.onnx`` takes raw pixels (bundles before that took normalised tiles)."""
+        return self.onnx_bytes is not None and self.metadata.get("onnx", {}).get("input", {}).get("name") == "pixels"
+
+
+def validate_metadata(metadata: Any, source: str) -> None:
+    if not isinstance(metadata, dict):
+        raise BundleError(f"{source}: must hold a JSON object")
+    for key, expected_type in REQUIRED_METADATA.items():
+        if key not in metadata:
+            raise BundleError(f"{source}: missing key {key!r}")
+        value = metadata[key]
+        if not isinstance(value, expected_type) or (expected_type is int and isinstance(value, bool)):
+            raise BundleError(f"{source}: key {key!r} must be {getattr(expected_type, '__name__', expected_type)}, got {type(value).__name__}")
+    if metadata["format_version"] > FORMAT_VERSION:
+        raise BundleError(f"{source}: 'format_version' {metadata['format_version']} is newer than this SemBridge "
+                          f"(reads up to {FORMAT_VERSION}); update SemBridge Studio")
+    n_classes, n_channels = metadata["num_classes"], metadata["in_channels"]
+    if len(metadata["class_names"]) != n_classes:
+        raise BundleError(f"{source}: 'class_names' lists {len(metadata['class_names'])} classes but 'num_classes' is {n_classes}")
+    if len(metadata["class_colours"]) != n_classes:
+        raise BundleError(f"{source}: 'class_colours' has {len(metadata['class_colours'])} entries for {n_classes} classes")
+    for colour in metadata["class_colours"]:
+        try:
+            hex_to_rgb(colour)
+        except ValueError as error:
+            raise BundleError(f"{source}: 'class_colours': {error}") from None
+    if len(metadata["band_names"]) != n_channels:
+        raise BundleError(f"{source}: 'band_names' lists {len(metadata['band_names'])} bands but 'in_channels' is {n_channels}")
+    if metadata["tile_size"] < 1:
+        raise BundleError(f"{source}: 'tile_size' must be positive, got {metadata['tile_size']}")
+    stats = metadata["channel_stats"]
+    for part in ("mean", "std"):
+        values = stats.get(part)
+        if not isinstance(values, list) or len(values) != n_channels:
+            raise BundleError(f"{source}: 'channel_stats.{part}' must list {n_channels} numbers (one per input channel)")
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, path: Path) -> bytes:
+    """A member's bytes, refusing one that declares or turns out larger than any real bundle holds
+    (a small zip can inflate to gigabytes), without ever holding more than the limit in memory."""
+    limit = MEMBER_LIMITS[name]
+    declared = archive.getinfo(name).file_size
+    if declared > limit:
+        raise BundleError(f"{path}: {name} declares {declared / 2**20:.0f} MiB, more than a bundle may hold "
+                          f"({limit / 2**20:.0f} MiB); not a SemBridge bundle")
+    with archive.open(name) as member:
+        data = member.read(limit + 1)
+    if len(data) > limit:
+        raise BundleError(f"{path}: {name} inflates beyond {limit / 2**20:.0f} MiB; not a SemBridge bundle")
+    return data
+
+
+def read_members(path: Path, required: tuple[str, ...], wanted: tuple[str, ...]) -> dict[str, bytes]:
+    """The ``wanted`` zip members of the bundle at ``path`` that it has, after checking it has every ``required`` one."""
+    if not path.is_file():
+        raise BundleError(f"{path}: model bundle not found")
+    if not zipfile.is_zipfile(path):
+        raise BundleError(f"{path}: not a SemBridge model bundle (not a zip file)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            for member in required:
+                if member not in names:
+                    raise BundleError(f"{path}: bundle has no {member}")
+            return {member: _read_member(archive, member, path) for member in wanted if member in names}
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as error:
+        raise BundleError(f"{path}: damaged bundle ({error})") from None
+
+
+def parse_metadata(path: Path, metadata_bytes: bytes) -> dict[str, Any]:
+    source = f"{path} [{METADATA_NAME}]"
+    try:
+        metadata = json.loads(metadata_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError(f"{source}: not valid JSON ({error})") from None
+    except RecursionError:
+        raise BundleError(f"{source}: nested too deeply to be bundle metadata") from None
+    validate_metadata(metadata, source)
+    return metadata
+
+
+def info_fields(path: Path, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments shared by BundleInfo and ModelBundle."""
+    return dict(path=path, metadata=metadata, class_names=[str(name) for name in metadata["class_names"]],
+                colours=[str(colour) for colour in metadata["class_colours"]], tile_size=int(metadata["tile_size"]),
+                band_names=[str(name) for name in metadata["band_names"]])
+
+
+def read_bundle_info(path) -> BundleInfo:
+    """Open a ``.sembridge`` bundle's metadata and ONNX graph; needs neither PyTorch nor the weights' architecture."""
+    path = Path(path)
+    members = read_members(path, (METADATA_NAME, WEIGHTS_NAME), (METADATA_NAME, ONNX_NAME))
+    metadata = parse_metadata(path, members[METADATA_NAME])
+    return BundleInfo(**info_fields(path, metadata), onnx_bytes=members.get(ONNX_NAME))
