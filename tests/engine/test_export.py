@@ -68,14 +68,14 @@ def test_bundle_holds_weights_metadata_and_checked_onnx(run_dir, bundle_path):
     import onnxruntime
 
     from sembridge_engine.bundle.onnx_graph import graph_for_window
-    from sembridge_engine.labelling.classify import predict_probabilities
+    from sembridge_engine.labelling.predictor import make_predictor
 
     bundle = load_bundle(bundle_path)
     session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     assert [(value.name, value.shape) for value in session.get_inputs()] == [("pixels", ["batch", 3, TEST_TILE, TEST_TILE])]
     arrays = [read_for_bundle(bundle, path) for path in [*demo_rgb_files(1), demo_non_square_rgb()]]
     assert {array.shape[1:] for array in arrays} >= {(256, 256), (249, 256)}
-    torch_probabilities = predict_probabilities(bundle.model, preprocess_for_bundle(bundle, arrays), torch.device("cpu")).numpy()
+    torch_probabilities = make_predictor(bundle, "cpu").predict(preprocess_for_bundle(bundle, arrays))
     for array, expected in zip(arrays, torch_probabilities):
         graph = graph_for_window(onnx_bytes, array.shape[1], array.shape[2], TEST_TILE)
         window_session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
