@@ -143,6 +143,10 @@ class DataConfig:
                                             help="RGB folder name -> MS class name, where the two differ.")
     ms_tile_size: int = setting(64, label="MS tile size (px)", minimum=16, maximum=MAX_TILE, help=TILE_HELP)
     rgb_tile_size: int = setting(64, label="RGB tile size (px)", minimum=16, maximum=MAX_TILE, help=TILE_HELP)
+    rgb_gsd: float = setting(0.0, label="RGB ground resolution (m/px)", minimum=0, maximum=10_000,
+                             help="Metres per pixel of the RGB images where they are not georeferenced (0 = unknown). "
+                             "The model records its footprint on the ground from it, so maps are labelled at the "
+                             "scale it was trained at; GeoTIFF images give their own.")
     rgb_split: list[float] = setting(factory=lambda: [0.6, 0.2, 0.2], label="RGB train/val/test split",
                                      help="Fractions of each class's RGB images for training, model selection "
                                      "and the final test.")

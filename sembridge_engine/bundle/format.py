@@ -6,6 +6,7 @@ ONNX graph's bytes); ``model.load_bundle`` builds on it and adds the PyTorch mod
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ METADATA_NAME = "metadata.json"
 ONNX_NAME = "model.onnx"
 # Far above any real bundle (a ResNet34's weights are ~85 MB), far below what would exhaust memory.
 MEMBER_LIMITS = {METADATA_NAME: 16 * 2**20, WEIGHTS_NAME: 1024 * 2**20, ONNX_NAME: 1024 * 2**20}
+
+KNOWN_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
 # key -> type(s) every bundle's metadata.json must have
 REQUIRED_METADATA: dict[str, type | tuple[type, ...]] = {
@@ -64,6 +67,23 @@ class BundleInfo:
         return len(self.class_names)
 
     @property
+    def footprint_m(self) -> float | None:
+        """Metres of ground across one training image; None for bundles made before footprints were recorded."""
+        footprint = self.metadata.get("footprint")
+        return float(footprint["metres"]) if footprint else None
+
+    @property
+    def training_gsd(self) -> float | None:
+        """Metres per pixel of the training images (median), when the bundle records it."""
+        value = (self.metadata.get("footprint") or {}).get("gsd_m")
+        return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+    @property
+    def radiometry(self) -> dict | None:
+        """The training inputs' source dtype and per-band percentiles (in its units); None for older bundles."""
+        return self.metadata.get("input_radiometry")
+
+    @property
     def has_pixels_onnx(self) -> bool:
         """True when ``model.onnx`` takes raw pixels (bundles before that took normalised tiles)."""
         return self.onnx_bytes is not None and self.metadata.get("onnx", {}).get("input", {}).get("name") == "pixels"
@@ -100,6 +120,42 @@ def validate_metadata(metadata: Any, source: str) -> None:
         values = stats.get(part)
         if not isinstance(values, list) or len(values) != n_channels:
             raise BundleError(f"{source}: 'channel_stats.{part}' must list {n_channels} numbers (one per input channel)")
+        if not all(_finite_number(value) for value in values):
+            raise BundleError(f"{source}: 'channel_stats.{part}' must hold finite numbers, got {values}")
+    if not all(value > 0 for value in stats["std"]):
+        raise BundleError(f"{source}: 'channel_stats.std' must be above 0 for every channel, got {stats['std']}: "
+                          "a zero spread would divide the inputs by zero (NaN probabilities); re-export the model")
+    _validate_footprint(metadata.get("footprint"), source)
+    _validate_radiometry(metadata.get("input_radiometry"), n_channels, source)
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _validate_footprint(footprint: Any, source: str) -> None:
+    """Optional (bundles before footprints have none): metres across one training image, positive."""
+    if footprint is None:
+        return
+    if not isinstance(footprint, dict) or not _finite_number(footprint.get("metres")) or footprint["metres"] <= 0:
+        raise BundleError(f"{source}: 'footprint' must be an object with a positive number 'metres', got {footprint!r}"[:400])
+
+
+def _validate_radiometry(radiometry: Any, n_channels: int, source: str) -> None:
+    """Optional: the training inputs' source dtype and per-band percentiles (one row per input channel)."""
+    if radiometry is None:
+        return
+    message = (f"{source}: 'input_radiometry' must hold 'source_dtype', 'percentiles' and 'values' "
+               f"({n_channels} rows of finite numbers, one per percentile)")
+    if not isinstance(radiometry, dict):
+        raise BundleError(message)
+    percentiles, values = radiometry.get("percentiles"), radiometry.get("values")
+    if radiometry.get("source_dtype") not in KNOWN_DTYPES:
+        raise BundleError(message)
+    if not isinstance(percentiles, list) or not all(_finite_number(value) for value in percentiles) \
+            or not isinstance(values, list) or len(values) != n_channels \
+            or not all(isinstance(row, list) and len(row) == len(percentiles) and all(map(_finite_number, row)) for row in values):
+        raise BundleError(message)
 
 
 def _read_member(archive: zipfile.ZipFile, name: str, path: Path) -> bytes:

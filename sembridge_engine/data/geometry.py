@@ -41,3 +41,35 @@ def ground_sampling_distance(crs, transform, width: int, height: int) -> float |
     """Mean of the x and y pixel sizes in metres (None when unknown)."""
     size = pixel_size_m(crs, transform, width, height)
     return None if size is None else (size[0] + size[1]) / 2
+
+
+def training_footprint(headers, default_gsd: float = 0.0) -> dict | None:
+    """The ground one training image covers: metres across (mean of width and height times the GSD).
+
+    ``headers`` are the training images' ImageHeaders; an image's GSD is its GeoTIFF's, else
+    ``default_gsd`` (the config's ``data.rgb_gsd``; 0 = unknown). None when no image has a GSD.
+    """
+    import numpy as np
+
+    sizes, gsds, sources = [], [], set()
+    for header in headers:
+        gsd = header.gsd or default_gsd or None
+        if gsd is None:
+            continue
+        sources.add("geotiff" if header.gsd else "config")
+        sizes.append((header.width + header.height) / 2)
+        gsds.append(gsd)
+    if not gsds:
+        return None
+    metres = np.asarray(sizes) * np.asarray(gsds)
+    return {
+        "metres": round(float(np.median(metres)), 4),
+        "metres_min": round(float(metres.min()), 4),
+        "metres_max": round(float(metres.max()), 4),
+        "metres_std": round(float(metres.std()), 4),
+        "gsd_m": round(float(np.median(gsds)), 6),
+        "image_px": round(float(np.median(sizes)), 2),
+        "images": len(gsds),
+        "images_without_gsd": len(headers) - len(gsds),
+        "gsd_source": "+".join(sorted(sources)),
+    }

@@ -18,6 +18,7 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from PIL import Image, UnidentifiedImageError
 
+from .geometry import ground_sampling_distance
 from .problems import ImageReadError
 
 # Plain TIFF photos (UC Merced) are valid RGB imagery; the warning would fire once per file.
@@ -45,6 +46,7 @@ class ImageHeader:
     height: int
     crs: str | None
     nodata: tuple[float | None, ...]
+    gsd: float | None = None  # metres per pixel from the GeoTIFF transform; None when not georeferenced
 
 
 def default_workers() -> int:
@@ -109,6 +111,7 @@ def read_header(path) -> ImageHeader:
             return ImageHeader(
                 str(path), dataset.count, dataset.dtypes[0], dataset.width, dataset.height,
                 dataset.crs.to_string() if dataset.crs else None, tuple(dataset.nodatavals),
+                ground_sampling_distance(dataset.crs, dataset.transform, dataset.width, dataset.height),
             )
     with _open_pillow(path) as image:
         return ImageHeader(str(path), 3, "uint16" if image.mode in _PILLOW_16BIT_GREY else "uint8",

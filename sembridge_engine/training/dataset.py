@@ -31,6 +31,9 @@ from ..data import (
     stratified_split,
 )
 from ..data.discovery import ClassAlignment, ImageryIndex
+from ..data.geometry import training_footprint
+from ..data.radiometry import input_radiometry
+from ..data.readers import read_header, tile_reading_env
 from ..events import CancelToken
 
 RGB_BAND_NAMES = ("R", "G", "B")
@@ -58,6 +61,9 @@ class RunData:
     ms_val: torch.Tensor | None = None
     ms_stats: ChannelStats | None = None
     problems: list[Problem] = field(default_factory=list)
+    rgb_footprint: dict | None = None      # ground covered by one training image (data.geometry.training_footprint)
+    rgb_radiometry: dict | None = None     # training inputs before normalisation (data.radiometry.input_radiometry)
+    rgb_train_images: list[tuple[str, int, int, float | None]] = field(default_factory=list)  # path, width, height, GSD
 
     @property
     def teacher_columns(self) -> torch.Tensor:
@@ -141,6 +147,12 @@ def data_changes(recorded: dict[str, dict[str, list]], current: dict[str, dict[s
     return changes
 
 
+def _headers(paths: list[str]) -> list:
+    """Size, dtype and GSD of each training image, from its header (no pixels decoded)."""
+    with tile_reading_env():
+        return [read_header(path) for path in paths]
+
+
 def _stratify_key(labels: torch.Tensor) -> torch.Tensor:
     return labels.argmax(dim=1) if labels.dim() == 2 else labels
 
@@ -190,12 +202,16 @@ def assemble_run_data(config: RunConfig, *, need_ms: bool, log: Callable[[str], 
     if min(len(rgb_train), len(rgb_val), len(rgb_test)) == 0:
         raise ValueError(f"{data.rgb_path}: too few RGB images ({len(rgb)}) for train/val/test splits {data.rgb_split}")
     rgb_stats = compute_channel_stats(rgb.tiles[rgb_train])
+    headers = _headers([rgb.paths[index] for index in rgb_train.tolist()])
     run_data = RunData(
         preset=preset, ms_classes=list(ms_index.classes), student_classes=student_classes,
         ms_multi_label=ms_index.multi_label, alignment=alignment,
         ms_fingerprint=_fingerprint(ms_index, preset, data.ms_tile_size),
         rgb_tiles=rgb_stats.normalise(rgb.tiles), rgb_labels=rgb.labels, rgb_paths=rgb.paths,
         rgb_train=rgb_train, rgb_val=rgb_val, rgb_test=rgb_test, rgb_stats=rgb_stats, problems=problems,
+        rgb_footprint=training_footprint(headers, data.rgb_gsd),
+        rgb_radiometry=input_radiometry(rgb.tiles[rgb_train], [header.dtype for header in headers]),
+        rgb_train_images=[(header.path, header.width, header.height, header.gsd or data.rgb_gsd or None) for header in headers],
     )
     if not need_ms:
         return run_data

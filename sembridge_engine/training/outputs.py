@@ -20,6 +20,7 @@ from .dataset import RGB_BAND_NAMES, RunData
 from .loops import infer
 from .rundir import PREDICTIONS_HEADER, RunFolder, utc_now
 
+RGB_GEOMETRY_NAME = "rgb_train_geometry.csv"  # per training image: size in pixels and ground sampling distance
 STUDENT_JSON_KEYS = ("arch", "in_channels", "num_classes", "class_names", "tile_size", "band_names", "channel_stats")
 
 
@@ -55,7 +56,10 @@ def write_outputs(ctx: RunContext, data: RunData, student: Backbone) -> dict[str
         "final_metrics": final, "config_hash": config_hash(ctx.config), "engine_version": __version__,
         "created": utc_now(), "teacher_classes": list(data.ms_classes),
         "distill": {"loss": distill.loss, "ssm": distill.ssm, "dynm": distill.dynm, "ot1": distill.ot1, "ot2": distill.ot2},
+        "footprint": data.rgb_footprint, "input_radiometry": data.rgb_radiometry,
     })
+    write_csv_atomic(folder.root / RGB_GEOMETRY_NAME, ("path", "width", "height", "gsd_m"),
+                     [(path, width, height, "" if gsd is None else gsd) for path, width, height, gsd in data.rgb_train_images])
     return final
 
 
@@ -98,6 +102,7 @@ def export_bundle(run_dir: Path, out: Path | None = None, *, check_onnx: bool = 
                          "trained_with_engine": info.get("engine_version", ""), "trained": info.get("created", "")},
             "config_hash": str(info.get("config_hash", "")), "created": utc_now(),
         }
+        metadata.update({key: info[key] for key in ("footprint", "input_radiometry") if info.get(key) is not None})
     except (TypeError, ValueError, KeyError) as error:
         raise BundleError(f"{source}: malformed value ({type(error).__name__}: {error})") from None
     if len(class_names) != int(info["num_classes"]):

@@ -12,7 +12,9 @@ from safetensors.torch import save_file
 
 from resources import demo_project
 from sembridge_engine import __version__
-from sembridge_engine.data.readers import read_image
+from sembridge_engine.data.geometry import training_footprint
+from sembridge_engine.data.radiometry import input_radiometry
+from sembridge_engine.data.readers import read_header, read_image
 from sembridge_engine.data.transforms import compute_channel_stats, preprocess_arrays
 from sembridge_engine.models.backbones import build_backbone
 
@@ -52,13 +54,25 @@ def demo_scene() -> Path:
     return demo_project() / "scene" / "scene_subset.tif"
 
 
+def _scale_record(files: list[Path], tiles: torch.Tensor, rgb_gsd: float) -> dict:
+    """Footprint and radiometry exactly as training records them (data.geometry / data.radiometry)."""
+    headers = [read_header(path) for path in files]
+    return {"footprint": training_footprint(headers, rgb_gsd),
+            "input_radiometry": input_radiometry(tiles, [header.dtype for header in headers])}
+
+
 def make_run_folder(run_dir: Path, *, arch: str = TEST_ARCH, tile_size: int = TEST_TILE,
-                    class_names: list[str] | None = None, seed: int = 0, fit_steps: int = 15) -> Path:
-    """A run folder with a student as the contract describes, briefly fitted on demo RGB so it predicts several classes."""
+                    class_names: list[str] | None = None, seed: int = 0, fit_steps: int = 15,
+                    rgb_gsd: float | None = None, per_class: int = 3) -> Path:
+    """A run folder with a student as the contract describes, briefly fitted on demo RGB so it predicts several classes.
+
+    With ``rgb_gsd`` (metres per pixel of the demo photos) student.json also records the training footprint
+    and input radiometry as training does; without it the run is like one made before footprints existed.
+    """
     class_names = class_names or DEMO_CLASSES
     run_dir.mkdir(parents=True, exist_ok=True)
-    per_class = 3
-    images = [read_image(path, as_rgb=True) for path in demo_rgb_files(per_class)]
+    files = demo_rgb_files(per_class)
+    images = [read_image(path, as_rgb=True) for path in files]
     tiles = preprocess_arrays(images, tile_size, None)
     stats = compute_channel_stats(tiles)
     labels = torch.arange(len(DEMO_CLASSES)).repeat_interleave(per_class) % len(class_names)
@@ -79,5 +93,6 @@ def make_run_folder(run_dir: Path, *, arch: str = TEST_ARCH, tile_size: int = TE
         "tile_size": tile_size, "band_names": ["R", "G", "B"], "channel_stats": stats.to_dict(),
         "final_metrics": {"test_oa": 0.5, "test_f1": 0.4}, "config_hash": "0123456789abcdef",
         "engine_version": __version__, "created": "2026-11-22T00:00:00+00:00",
+        **(_scale_record(files, tiles, rgb_gsd) if rgb_gsd else {}),
     }, indent=2))
     return run_dir
