@@ -22,8 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="BUNDLE", help="model bundle (.sembridge)")
     parser.add_argument("--scene", required=True, metavar="FILE", help="GeoTIFF (or any GDAL raster) to label")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    parser.add_argument("--tile", type=int, default=None, metavar="N", help="window size in scene pixels (default: the model's tile size)")
+    parser.add_argument("--tile", type=int, default=None, metavar="N",
+                        help="window size in scene pixels (default: the model's training footprint at the scene's resolution)")
     parser.add_argument("--stride", type=int, default=None, metavar="N", help="window step in scene pixels, <= tile (default tile/2)")
+    parser.add_argument("--footprint", type=float, default=None, metavar="METRES",
+                        help="ground one window covers, overriding the model's training footprint")
+    parser.add_argument("--force-scale", action="store_true",
+                        help="label even when the scene is far coarser or finer than the model's training data")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, metavar="N", help=f"windows per model batch (default {DEFAULT_BATCH})")
     parser.add_argument("--bands", type=_numbers("--bands", None, int), default=None, metavar="R,G,B",
                         help="1-based scene bands for the model's inputs (default: from band descriptions / colour interpretation)")
@@ -47,6 +52,7 @@ def options_from_args(args):
         tile=args.tile, stride=args.stride, batch=args.batch, bands=args.bands, nodata=args.nodata, device=args.device,
         probabilities=args.probabilities, polygons=not args.no_polygons, preview=not args.no_preview,
         window=PixelWindow(*args.window) if args.window else None, extent=tuple(args.extent) if args.extent else None,
+        footprint=args.footprint, force_scale=args.force_scale,
     )
 
 
@@ -65,9 +71,10 @@ def run(args) -> int:
         options = options_from_args(args)
         bundle = load_bundle(args.model)
         plan = plan_scene(bundle, args.scene, options)
-        print(f"{plan.width} x {plan.height} px, bands {plan.band_indexes}, tile {plan.tile} stride {plan.stride}: "
-              f"{plan.windows} windows (~{plan.windows_skipped_estimate} nodata, skipped), "
-              f"~{plan.memory_bytes / 2**20:.0f} MiB, ~{plan.seconds_estimate:.0f} s on {plan.device}")
+        for line in plan.lines():
+            print(line, file=sys.stderr if line.startswith(("stopped:", "warning:")) else sys.stdout)
+        if plan.blocked:
+            return 1
         if args.plan:
             return 0
         result = label_scene(bundle, args.scene, args.out, options, callback=_progress)

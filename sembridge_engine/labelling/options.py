@@ -33,7 +33,9 @@ class PixelWindow:
 class LabelOptions:
     """What to label and how; ``None`` means "decide from the model and the scene".
 
-    ``tile``/``stride`` are scene pixels (stride defaults to half the window). ``bands`` are
+    ``tile``/``stride`` are scene pixels; by default the window covers the model's training footprint
+    (``footprint`` metres overrides the bundle's) and the stride is half the window. ``force_scale``
+    labels scenes far coarser or finer than the training data anyway. ``bands`` are
     1-based scene bands in the model's band order. ``window`` (pixels) or ``extent`` (xmin, ymin,
     xmax, ymax in the scene's CRS) restrict labelling to part of the scene.
     """
@@ -49,6 +51,8 @@ class LabelOptions:
     preview: bool = True
     window: PixelWindow | None = None
     extent: tuple[float, float, float, float] | None = None
+    footprint: float | None = None
+    force_scale: bool = False
     block: int = DEFAULT_BLOCK
 
     def __post_init__(self) -> None:
@@ -62,6 +66,8 @@ class LabelOptions:
             raise SceneError(f"batch must be >= 1, got {self.batch}")
         if self.block < 16:
             raise SceneError(f"block must be >= 16 pixels, got {self.block}")
+        if self.footprint is not None and not (math.isfinite(self.footprint) and self.footprint > 0):
+            raise SceneError(f"footprint must be a positive number of metres, got {self.footprint}")
         if self.nodata is not None and math.isinf(self.nodata):
             raise SceneError(f"nodata must be a finite number or nan, got {self.nodata}")
         if self.window is not None and self.extent is not None:

@@ -22,6 +22,7 @@ from .accumulate import write_rasters
 from .classify import preprocess_for_bundle
 from .options import LabelOptions, SceneError
 from .predictor import Predictor, make_predictor
+from .scale import ScaleChoice
 from .source import SceneSource, open_source
 from .windows import SceneLayout, scene_layout
 from .writers import GTIFF_BLOCK
@@ -51,6 +52,22 @@ class ScenePlan:
     memory_bytes: int
     seconds_estimate: float
     device: str
+    scale: ScaleChoice
+
+    @property
+    def blocked(self) -> bool:
+        """An honest limit is crossed (the scene is far coarser or finer than the training data) and not forced."""
+        return self.scale.blocked
+
+    def lines(self) -> list[str]:
+        """The plan as a user reads it: scale, windows, memory, time, and any warning."""
+        lines = [self.scale.describe(),
+                 f"{self.width} x {self.height} px, bands {self.band_indexes}, window {self.tile} stride {self.stride}: "
+                 f"{self.windows} windows (~{self.windows_skipped_estimate} nodata, skipped), "
+                 f"~{self.memory_bytes / 2**20:.0f} MiB, ~{self.seconds_estimate:.0f} s on {self.device}"]
+        if self.scale.warning:
+            lines.append(("stopped: " if self.blocked else "warning: ") + self.scale.warning)
+        return lines
 
     @property
     def windows_to_run(self) -> int:
@@ -129,6 +146,7 @@ def plan_scene(bundle, scene, options: LabelOptions | None = None) -> ScenePlan:
         tile=layout.tile, stride=layout.stride, batch=options.batch, windows=layout.windows,
         windows_skipped_estimate=skipped, memory_bytes=memory,
         seconds_estimate=(layout.windows - skipped) * per_window * PLAN_OVERHEAD, device=str(predictor.device),
+        scale=source.scale,
     )
 
 
@@ -159,6 +177,7 @@ def _summary(source: SceneSource, bundle, options: LabelOptions, predictor: Pred
         "window": [int(extent.col_off), int(extent.row_off), int(extent.width), int(extent.height)],
         "crs": source.crs.to_string() if source.crs else None, "bands": source.indexes, "nodata": source.nodata,
         "tile": layout.tile, "stride": layout.stride, "batch": options.batch, "device": str(predictor.device),
+        "scale": source.scale.to_summary(), "scale_warning": source.scale.warning,
         "windows": layout.windows, "windows_classified": processed, "windows_skipped": skipped,
         "labelled_pixels": int(writer.pixels.sum()), "nodata_pixels": writer.nodata_pixels, "seconds": round(seconds, 3),
         "classes": [
@@ -189,6 +208,8 @@ def label_scene(bundle, scene, out_dir, options: LabelOptions | None = None, *, 
     temporaries = {key: temporary_path(path) for key, path in finals.items()}
     source = open_source(scene_path, bundle, options)
     with source.dataset, rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(source.width, bundle.num_classes, options.probabilities)):
+        if source.scale.blocked:
+            raise SceneError(source.scale.warning)
         out_dir.mkdir(parents=True, exist_ok=True)
         try:
             writer, processed, skipped = write_rasters(source, bundle, lambda windows: preprocess_for_bundle(bundle, windows),

@@ -20,6 +20,7 @@ import torch
 from sembridge_engine.events import CancelToken
 
 from .options import LabelOptions, SceneError
+from .scale import ScaleChoice, choose_window
 from .windows import SceneLayout, decimation, empty_windows, scene_layout, windows_from_chunk
 
 RGB_SYNONYMS = {
@@ -148,6 +149,7 @@ class SceneSource:
     use_mask: bool
     extent: object            # rasterio Window of the labelled part, in scene pixels
     layout: SceneLayout
+    scale: ScaleChoice        # why the windows have their size
 
     @property
     def width(self) -> int:
@@ -251,25 +253,29 @@ class Chunk:
     last_in_strip: bool
 
 
-def window_size(bundle, options: LabelOptions) -> tuple[int, int]:
-    """(tile, stride) in scene pixels: the options', else the model's tile size and half of it."""
-    tile = options.tile or bundle.tile_size
-    stride = options.stride or LabelOptions.stride_for(tile)
-    if stride > tile:
-        raise SceneError(f"stride must be between 1 and the tile size {tile} (windows must touch or overlap), got {stride}")
-    return tile, stride
+def scale_for(bundle, options: LabelOptions, name: str, scene_gsd: float | None, width: int, height: int) -> ScaleChoice:
+    """The window (footprint / scene GSD, or the options' tile) for a ``width`` x ``height`` px scene."""
+    return choose_window(name, bundle.tile_size, options.footprint or bundle.footprint_m, bundle.training_gsd, scene_gsd,
+                         width, height, tile=options.tile, force=options.force_scale)
 
 
 def open_source(path: Path, bundle, options: LabelOptions) -> SceneSource:
     """Open ``path`` and resolve its bands, nodata rule, labelled extent and window layout; closes on error."""
+    from sembridge_engine.data.geometry import ground_sampling_distance
+
     dataset = open_scene(path)
     try:
-        tile, stride = window_size(bundle, options)
         indexes = select_bands(dataset, path, bundle, options.bands)
         nodata, use_mask = _nodata_rule(dataset, indexes, options.nodata)
         extent = _labelled_window(dataset, path, options)
-        layout = scene_layout(int(extent.width), int(extent.height), tile, stride)
-        return SceneSource(path, dataset, indexes, nodata, use_mask, extent, layout)
+        width, height = int(extent.width), int(extent.height)
+        gsd = ground_sampling_distance(dataset.crs, dataset.transform, dataset.width, dataset.height)
+        scale = scale_for(bundle, options, path.name, gsd, width, height)
+        stride = options.stride or LabelOptions.stride_for(scale.window)
+        if stride > scale.window:
+            raise SceneError(f"stride must be between 1 and the window size {scale.window} (windows must touch or overlap), got {stride}")
+        layout = scene_layout(width, height, scale.window, stride)
+        return SceneSource(path, dataset, indexes, nodata, use_mask, extent, layout, scale)
     except BaseException:
         dataset.close()
         raise

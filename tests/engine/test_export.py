@@ -255,6 +255,11 @@ def test_a_real_training_run_exports_a_bundle_that_reproduces_its_predictions(tm
     for row, result in zip(rows, results):
         assert result.top[0][0] == row["predicted_class"]
         assert result.top[0][1] == pytest.approx(float(row["confidence"]), abs=1e-4)
-    labelled = label_scene(bundle, demo_scene(), tmp_path / "map", LabelOptions(device="cpu", polygons=False))
+    assert bundle.footprint_m == pytest.approx(76.8, abs=1.0) and bundle.radiometry["source_dtype"] == "uint8"
+    # The 300 m demo scene is far coarser than the 0.3 m photos: refused, then labelled with an explicit window.
+    with pytest.raises(ValueError, match="far coarser than the training data"):
+        label_scene(bundle, demo_scene(), tmp_path / "map", LabelOptions(device="cpu"))
+    labelled = label_scene(bundle, demo_scene(), tmp_path / "map", LabelOptions(tile=32, device="cpu", polygons=False))
     summary = json.loads(labelled.summary.read_text())
+    assert "trained on images 7" in summary["scale_warning"]
     assert {entry["class_name"] for entry in summary["classes"]} == {"Forest", "River"} and summary["labelled_pixels"] > 0

@@ -241,7 +241,7 @@ def test_scene_smaller_than_a_window_and_bad_options(bundle, tmp_path):
     result = label_scene(bundle, small, tmp_path / "small", LabelOptions(device="cpu"))
     classes, _, dataset = _read(result.classes, 1)
     assert classes.shape == (20, 25) and (classes != 255).all() and dataset.transform == profile["transform"]
-    with pytest.raises(SceneError, match="stride must be between 1 and the tile size 32"):
+    with pytest.raises(SceneError, match="stride must be between 1 and the window size 32"):
         label_scene(bundle, small, tmp_path / "x", LabelOptions(stride=40, device="cpu"))
     with pytest.raises(SceneError, match=r"missing\.tif: scene not found"):
         label_scene(bundle, tmp_path / "missing.tif", tmp_path / "x", LabelOptions(device="cpu"))
