@@ -2,117 +2,47 @@
 metrics, overlaid curves for the selected runs, and Resume for interrupted ones."""
 from __future__ import annotations
 
-import json
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pyqtgraph as pg
-from PySide6.QtCore import QUrl, Qt, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
     QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from app.monitor import PALETTE, find_final_metrics, numeric, read_metrics
+from app.monitor.plots import PALETTE
 from app.settings import Settings
+from app.widgets import open_folder
+from sembridge_engine.training.rundir import METRIC_GROUPS, STAGES, RunFolder, list_runs
 
-RESUMABLE = {"cancelled", "failed", "interrupted", "running", "created"}
-FINAL_KEYS = ("test_oa", "test_macro_f1", "val_oa", "val_macro_f1", "oa", "macro_f1")
-
-
-@dataclass
-class RunInfo:
-    """What the runs table shows about one run folder (read from its plain files)."""
-
-    path: Path
-    status: str = "unknown"
-    created: str = ""
-    device: str = ""
-    config: dict[str, Any] = field(default_factory=dict)
-    metrics_rows: list[dict[str, Any]] = field(default_factory=list)
-    final: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
-    def resumable(self) -> bool:
-        return self.status in RESUMABLE
-
-    @property
-    def has_bundle(self) -> bool:
-        return (self.path / "model.sembridge").exists()
-
-    def setting(self, section: str, key: str, default: Any = "") -> Any:
-        value = self.config.get(section, {})
-        return value.get(key, default) if isinstance(value, dict) else default
-
-    def curve(self, metric: str, stage: str = "student") -> tuple[list[float], list[float]]:
-        xs, ys = [], []
-        for row in self.metrics_rows:
-            if row.get("stage") != stage:
-                continue
-            values = row.get("metrics") if isinstance(row.get("metrics"), dict) else row
-            number = numeric(values.get(metric))
-            if number is not None and numeric(row.get("epoch")) is not None:
-                xs.append(float(row["epoch"]))
-                ys.append(number)
-        return xs, ys
-
-    def metric_names(self, stage: str = "student") -> set[str]:
-        names = set()
-        for row in self.metrics_rows:
-            if row.get("stage") == stage:
-                values = row.get("metrics") if isinstance(row.get("metrics"), dict) else row
-                names.update(k for k, v in values.items() if k not in ("epoch", "stage") and numeric(v) is not None)
-        return names
-
-    def final_value(self, key: str) -> float | None:
-        value = numeric(self.final.get(key))
-        if value is not None:
-            return value
-        for row in reversed(self.metrics_rows):
-            if row.get("stage") == "student":
-                values = row.get("metrics") if isinstance(row.get("metrics"), dict) else row
-                return numeric(values.get(key))
-        return None
+FINAL_KEYS = ("test_oa", "test_macro_f1", "val_oa", "val_macro_f1")
+CURVE_METRICS = tuple(metric for metrics in METRIC_GROUPS.values() for metric in metrics)
 
 
-def read_run(path: Path) -> RunInfo:
-    info = RunInfo(path)
-    try:
-        run = json.loads((path / "run.json").read_text(encoding="utf-8"))
-        info.status = str(run.get("status", "unknown"))
-        info.created = str(run.get("created") or run.get("started") or "")
-        info.device = str(run.get("device", ""))
-    except (OSError, ValueError):
-        pass
-    try:
-        info.config = tomllib.loads((path / "config.toml").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        pass
-    info.metrics_rows = read_metrics(path / "metrics.jsonl")
-    info.final = find_final_metrics(path)
-    return info
-
-
-def list_runs(output_dir: Path) -> list[RunInfo]:
-    """Run folders (those with a run.json) directly under ``output_dir``, newest first."""
-    if not output_dir.is_dir():
-        return []
-    folders = [p for p in output_dir.iterdir() if (p / "run.json").is_file()]
-    runs = [read_run(p) for p in folders]
-    return sorted(runs, key=lambda r: (r.created, r.name), reverse=True)
+def stage_epochs(run: RunFolder) -> str:
+    """Epochs per stage as teacher/matcher/student, "—" for a stage the run does not use and
+    "reused" for a teacher and matcher taken from another run."""
+    config = run.config()
+    if config is None:
+        return ""
+    used = {"teacher": config.uses_teacher, "matcher": config.uses_matcher, "student": True}
+    reused = bool(config.student.teacher_from)
+    parts = []
+    for stage in STAGES:
+        if not used[stage]:
+            parts.append("—")
+        elif stage != "student" and reused:
+            parts.append("reused")
+        else:
+            parts.append(str(getattr(config, stage).epochs))
+    return "/".join(parts)
 
 
 def latest_bundle(output_dir: Path) -> Path | None:
     for run in list_runs(output_dir):
         if run.has_bundle:
-            return run.path / "model.sembridge"
+            return run.bundle_path
     return None
 
 
@@ -130,7 +60,7 @@ class RunsPanel(QWidget):
     def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.settings = settings
-        self.runs: list[RunInfo] = []
+        self.runs: list[RunFolder] = []
 
         self.project_label = QLabel("No project open.")
         self.project_label.setWordWrap(True)
@@ -256,7 +186,7 @@ class RunsPanel(QWidget):
 
     # -- runs -------------------------------------------------------------------------------
     def refresh(self) -> None:
-        selected = {run.path for run in self.selected_runs()}
+        selected = {run.root for run in self.selected_runs()}
         output = self.settings.output_path
         self.runs = list_runs(output)
         hint = "" if self.runs else "  (no runs yet: press “Train this project →” to start one)"
@@ -264,19 +194,19 @@ class RunsPanel(QWidget):
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(self.runs))
         for row, run in enumerate(self.runs):
-            epochs = "/".join(str(run.setting(stage, "epochs", "?")) for stage in ("teacher", "matcher", "student"))
-            values = [run.name, run.status, run.created.replace("T", " ")[:19], run.setting("student", "arch"),
-                      run.setting("distill", "loss"), epochs]
-            values += [self._format(run.final_value(key)) for key in ("test_oa", "test_macro_f1")]
-            values.append(run.device)
+            info, final = run.info(), run.final_metrics()
+            values = [run.name, run.status, str(info.get("created", "")).replace("T", " ")[:19],
+                      run.setting("student.arch", ""), run.setting("distill.loss", ""), stage_epochs(run)]
+            values += [self._format(final.value(key)) for key in ("test_oa", "test_macro_f1")]
+            values.append(info.get("device", ""))
             for column, value in enumerate(values):
                 item = QTableWidgetItem(str(value))
-                item.setData(Qt.ItemDataRole.UserRole, str(run.path))
+                item.setData(Qt.ItemDataRole.UserRole, str(run.root))
                 if column == 1 and run.resumable:
                     item.setForeground(Qt.GlobalColor.darkYellow)
                 self.table.setItem(row, column, item)
         for row, run in enumerate(self.runs):
-            if run.path in selected:
+            if run.root in selected:
                 self.table.selectRow(row)
         self._selection_changed()
 
@@ -284,7 +214,7 @@ class RunsPanel(QWidget):
     def _format(value: float | None) -> str:
         return "" if value is None else f"{value:.3f}"
 
-    def selected_runs(self) -> list[RunInfo]:
+    def selected_runs(self) -> list[RunFolder]:
         rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})
         return [self.runs[row] for row in rows if row < len(self.runs)]
 
@@ -293,7 +223,7 @@ class RunsPanel(QWidget):
         mode = self.table.selectionMode()
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
         for row, run in enumerate(self.runs):
-            if run.path in paths:
+            if run.root in paths:
                 self.table.selectRow(row)
         self.table.setSelectionMode(mode)
 
@@ -304,13 +234,12 @@ class RunsPanel(QWidget):
         self.show_button.setEnabled(single is not None)
         self.folder_button.setEnabled(single is not None)
         self.bundle_button.setEnabled(single is not None and single.has_bundle)
-        metrics = sorted(set().union(*(run.metric_names() for run in runs))) if runs else []
+        metrics = [metric for metric in CURVE_METRICS if any(run.curve(metric)[0] for run in runs)]
         current = self.metric_combo.currentText()
         self.metric_combo.blockSignals(True)
         self.metric_combo.clear()
         self.metric_combo.addItems(metrics)
-        preferred = [current] + [m for m in metrics if "val" in m and ("oa" in m or "acc" in m)]
-        for name in preferred:
+        for name in (current, "val_oa"):
             if name in metrics:
                 self.metric_combo.setCurrentText(name)
                 break
@@ -330,18 +259,19 @@ class RunsPanel(QWidget):
             curve = plot.plot(xs, ys, pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=5,
                               symbolBrush=colour, symbolPen=None)
             self.compare_legend.addItem(curve, run.name)
-        keys = [key for key in FINAL_KEYS if any(run.final_value(key) is not None for run in runs)]
+        finals = [run.final_metrics() for run in runs]
+        keys = [key for key in FINAL_KEYS if any(final.value(key) is not None for final in finals)]
         fields = ["status", "student", "KD loss", "SSM / DynM / OT"] + keys
         self.compare_table.clear()
         self.compare_table.setRowCount(len(fields))
         self.compare_table.setVerticalHeaderLabels(fields)
         self.compare_table.setColumnCount(len(runs))
         self.compare_table.setHorizontalHeaderLabels([run.name for run in runs])
-        for column, run in enumerate(runs):
+        for column, (run, final) in enumerate(zip(runs, finals)):
             parts = ("ssm", "dynm", "ot1")
-            switches = " / ".join("on" if run.setting("distill", part, False) else "off" for part in parts)
-            values = [run.status, run.setting("student", "arch"), run.setting("distill", "loss"), switches]
-            values += [self._format(run.final_value(key)) for key in keys]
+            switches = " / ".join("on" if run.setting(f"distill.{part}", False) else "off" for part in parts)
+            values = [run.status, run.setting("student.arch", ""), run.setting("distill.loss", ""), switches]
+            values += [self._format(final.value(key)) for key in keys]
             for row, value in enumerate(values):
                 self.compare_table.setItem(row, column, QTableWidgetItem(str(value)))
         self.compare_table.resizeColumnsToContents()
@@ -349,19 +279,19 @@ class RunsPanel(QWidget):
     def _resume_selected(self) -> None:
         runs = self.selected_runs()
         if len(runs) == 1 and runs[0].resumable:
-            self.resumeRequested.emit(str(runs[0].path))
+            self.resumeRequested.emit(str(runs[0].root))
 
     def _show_selected(self) -> None:
         runs = self.selected_runs()
         if len(runs) == 1:
-            self.showRunRequested.emit(str(runs[0].path))
+            self.showRunRequested.emit(str(runs[0].root))
 
     def _open_selected_folder(self) -> None:
         runs = self.selected_runs()
         if len(runs) == 1:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(runs[0].path)))
+            open_folder(self, runs[0].root)
 
     def _use_selected_bundle(self) -> None:
         runs = self.selected_runs()
         if len(runs) == 1 and runs[0].has_bundle:
-            self.useBundleRequested.emit(str(runs[0].path / "model.sembridge"))
+            self.useBundleRequested.emit(str(runs[0].bundle_path))

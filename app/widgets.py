@@ -6,10 +6,10 @@ from typing import Sequence
 
 import numpy as np
 from PySide6.QtCore import QUrl, Qt, Signal
-from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage
+from PySide6.QtGui import QDesktopServices, QDragEnterEvent, QDropEvent, QImage
 from PySide6.QtWidgets import (
-    QAbstractSpinBox, QDoubleSpinBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
-    QVBoxLayout, QWidget,
+    QAbstractSpinBox, QDoubleSpinBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QPushButton,
+    QSpinBox, QVBoxLayout, QWidget,
 )
 
 SPIN_LIMIT = 2**31 - 1  # QSpinBox holds a C int
@@ -194,3 +194,16 @@ def human_seconds(seconds: float) -> str:
         return f"{minutes} min {seconds:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+def open_folder(parent: QWidget, path: str | Path) -> bool:
+    """Show a folder in the desktop's file manager; without one, say where the folder is (the
+    path can be selected and copied) instead of doing nothing."""
+    if QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))):
+        return True
+    box = QMessageBox(QMessageBox.Icon.Information, "No file manager",
+                      f"No file manager could be started to show the folder. It is:\n\n{path}", parent=parent)
+    box.setObjectName("noFileManager")
+    box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    box.open()
+    return False

@@ -339,14 +339,18 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def config_from_dict(data: Mapping[str, Any], base_dir: str | Path | None = None) -> RunConfig:
-    """Build and validate a RunConfig; relative paths are resolved against ``base_dir``."""
+def config_from_dict(data: Mapping[str, Any], base_dir: str | Path | None = None, *, check: bool = True) -> RunConfig:
+    """Build and validate a RunConfig; relative paths are resolved against ``base_dir``.
+
+    ``check=False`` only types the values (no cross-field rules, no KD registry, so no torch import):
+    for reading back a run's config, validated when the run started."""
     config = _build(RunConfig, data, "")
     base = Path(base_dir).resolve() if base_dir is not None else None
     for section, key in PATH_KEYS:
         holder = getattr(config, section) if section else config
         setattr(holder, key, _resolve(getattr(holder, key), base))
-    validate(config)
+    if check:
+        validate(config)
     return config
 
 

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Iterator
 from platformdirs import user_cache_dir, user_data_dir
 
 from ..atomic import remove_stale_temporaries, write_bytes_atomic, write_json_atomic
+from ..config import ConfigError, RunConfig, config_from_dict
 
 APP_NAME = "sembridge-studio"
 STAGES = ("teacher", "matcher", "student")
@@ -297,6 +298,14 @@ class RunFolder:
             return tomllib.loads(self.config_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
             return {}
+
+    def config(self) -> RunConfig | None:
+        """The run's configuration, typed (not re-validated: it was when the run started), so
+        clients can ask it ``uses_teacher`` and the like; None when config.toml is unreadable."""
+        try:
+            return config_from_dict(self.config_dict(), self.root, check=False) if self.config_path.is_file() else None
+        except ConfigError:
+            return None
 
     def setting(self, key: str, default: Any = None) -> Any:
         """One dotted config value (``student.arch``) of the run, or ``default``."""

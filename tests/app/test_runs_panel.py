@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import shutil
 
-from app.runs import RunsPanel, latest_bundle, list_runs
+from app.runs import RunsPanel, latest_bundle
+from sembridge_engine.training.rundir import list_runs
 
 
 def test_runs_are_listed_and_compared(qtbot, settings, trained_run, tmp_path):

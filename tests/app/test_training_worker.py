@@ -86,6 +86,8 @@ def test_cancel_stops_a_run_and_resume_finishes_it(qtbot, settings, tiny_config,
     runs = window.runs_panel
     window.show_page("Projects & runs")
     assert [run.status for run in runs.runs] == ["cancelled"]
+    epochs_column = runs.COLUMNS.index("Epochs T/M/S")
+    assert runs.table.item(0, epochs_column).text() == "—/—/2", "the RGB-only baseline trains no teacher or matcher"
     runs.table.selectRow(0)
     assert runs.resume_button.isEnabled()
     with qtbot.waitSignal(window.trainingStarted, timeout=5000) as started:

@@ -1,0 +1,75 @@
+"""The Monitor reads runs through the engine's RunFolder: a reopened run shows its curves, matching
+markers, log and results; a resumed run shows its whole history; the ETA counts only this session."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+
+from app.monitor import MonitorPanel
+from app.monitor.progress import StageProgress
+from app.workers import TrainWorker
+from sembridge_engine.config import apply_overrides
+from sembridge_engine.training.rundir import RunFolder
+from tests.app.helpers import wait_worker
+
+
+def test_a_reopened_run_shows_its_markers_log_and_results(qtbot, trained_run):
+    monitor = MonitorPanel()
+    qtbot.addWidget(monitor)
+    monitor.load_run(trained_run)
+    monitor.flush()
+    folder = RunFolder(trained_run)
+    assert [marker.epoch for marker in folder.markers()] == [0]
+    assert sorted(monitor.markers) == [0] and monitor.markers[0].startswith("SSM")
+    assert all(plot.markers for plot in monitor.plots.values()), "the SSM round is marked on every plot"
+    log_text = monitor.log_view.toPlainText()
+    assert folder.log_lines() and folder.log_lines()[0] in log_text
+    points = monitor.point_counts()
+    assert points["accuracy"] > 0 and points["loss"] > 0 and points["transport"] > 0
+    final = folder.final_metrics()
+    assert monitor.confusion.matrix.shape == (len(final.class_names),) * 2
+    assert monitor.f1_bars.values == [float(value) for value in final.test_per_class_f1]
+    assert "Test OA" in monitor.result_label.text()
+    assert all(bar.value() == 1000 for bar in monitor.stages.bars.values())
+
+
+def test_a_resumed_run_shows_the_whole_history_and_earlier_markers(qtbot, tiny_config):
+    """Cancelled after student epoch 2 (DynM rounds after epochs 1 and 2), then resumed: the
+    Monitor shows epochs 1-3, the SSM and both DynM markers and the log of the first session."""
+    config = apply_overrides(tiny_config, ["student.epochs=3", "distill.e0=1", "distill.delta_e=1", "distill.e_mu=0"])
+    monitor = MonitorPanel()
+    qtbot.addWidget(monitor)
+    first = TrainWorker(config)
+    monitor.attach(first, "first session")
+    first.checkpointSaved.connect(lambda stage, epoch, _path: first.cancel() if (stage, epoch) == ("student", 2) else None,
+                                  Qt.ConnectionType.DirectConnection)
+    first.start()
+    wait_worker(qtbot, first, timeout=240000)
+    assert first.was_cancelled, first.error
+    run_dir = first.run_dir
+    assert [row["epoch"] for row in RunFolder(run_dir).stage_metrics("student")] == [1, 2]
+
+    resumed = TrainWorker(resume_dir=run_dir)
+    monitor.attach(resumed, "resumed")
+    assert sorted(monitor.history["student"]) == [1, 2], "the history on disk is shown before the run goes on"
+    resumed.start()
+    wait_worker(qtbot, resumed, timeout=240000)
+    assert resumed.error == "", resumed.error
+    monitor.flush()
+    assert sorted(monitor.history["student"]) == [1, 2, 3]
+    accuracy_epochs = monitor.accuracy_plot.series["val_oa"][0]
+    assert accuracy_epochs == [1, 2, 3]
+    assert sorted(monitor.markers) == [0, 1, 2]
+    assert len(monitor.transport_plot.markers) == 3
+    assert "student classes" in monitor.log_view.toPlainText(), "the first session's log lines are shown"
+
+
+def test_eta_after_a_resume_counts_only_the_epochs_of_this_session(qtbot):
+    """Resumed at epoch 16 of 40: half an epoch in 5 s leaves 24.5 epochs, about 4 min."""
+    now = [100.0]
+    progress = StageProgress(clock=lambda: now[0])
+    qtbot.addWidget(progress)
+    progress.start_stage("student", 40)
+    now[0] += 5.0
+    progress.progress("student", 16, 50, 100)
+    assert "about 4 min" in progress.eta_label.text(), progress.eta_label.text()
+    assert progress.bars["student"].value() == int(15.5 / 40 * 1000)
