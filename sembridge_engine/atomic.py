@@ -12,6 +12,8 @@ import io
 import json
 import os
 import re
+import shutil
+import sys
 import uuid
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -42,8 +44,11 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
 
 
 def remove_quietly(paths: Iterable[Path]) -> None:
-    """Delete temporary files and their driver sidecars, ignoring what is already gone."""
+    """Delete temporary files (or folders) and their driver sidecars, ignoring what is already gone."""
     for path in paths:
+        if Path(path).is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            continue
         for leftover in (Path(path), *(Path(f"{path}{suffix}") for suffix in SIDECAR_SUFFIXES)):
             with contextlib.suppress(OSError):
                 leftover.unlink(missing_ok=True)
@@ -94,3 +99,20 @@ def replace_all(moves: Sequence[tuple[Path, Path]]) -> None:
     """Move finished temporary files to their final names (each rename is atomic)."""
     for temporary, final in moves:
         os.replace(temporary, final)
+
+
+def try_lock(handle) -> bool:
+    """A non-blocking exclusive OS lock on an open file; released by the OS when the process dies."""
+    try:
+        handle.seek(0)
+        if sys.platform == "win32":
+            import msvcrt
+
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True

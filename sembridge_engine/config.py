@@ -152,6 +152,10 @@ class DataConfig:
                                      "and the final test.")
     ms_val_fraction: float = setting(0.2, label="MS validation fraction", minimum=0, maximum=1, above=True,
                                      help="Share of each class's MS tiles held out to select the teacher's epoch.")
+    memory_budget_gb: float = setting(0.0, label="Tile memory budget (GB)", minimum=0, maximum=1_000_000,
+                                      help="Decoded tiles stay in memory while they fit in this many GB; a larger "
+                                      "archive is read from an on-disk tile store built once in the cache folder. "
+                                      "0 = half of this machine's memory.")
 
 
 @dataclass

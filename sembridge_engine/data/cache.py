@@ -65,17 +65,23 @@ def _label_rows(records: Sequence[TileRecord], class_to_index: Mapping[str, int]
     return kept, rows, problems
 
 
-def _majority_band_count(records: Sequence[TileRecord]) -> int | None:
-    """Band count of most files, from the headers of a spread-out sample (cheap: no pixels read)."""
-    if not records:
-        return None
+def probe_headers(records: Sequence[TileRecord]) -> list:
+    """Headers of a spread-out sample of the files (cheap: no pixels read); unreadable files are left out."""
     step = max(1, len(records) // HEADER_PROBES)
-    counts: Counter[int] = Counter()
+    headers = []
     for record in records[::step][:HEADER_PROBES]:
         try:
-            counts[read_header(record.path).band_count] += 1
+            headers.append(read_header(record.path))
         except ImageReadError:
             continue
+    return headers
+
+
+def _majority_band_count(records: Sequence[TileRecord]) -> int | None:
+    """Band count of most files, from the headers of a spread-out sample."""
+    if not records:
+        return None
+    counts = Counter(header.band_count for header in probe_headers(records))
     if not counts:
         for record in records:
             try:
@@ -86,11 +92,22 @@ def _majority_band_count(records: Sequence[TileRecord]) -> int | None:
     return counts.most_common(1)[0][0]
 
 
-class _Decoder:
-    """Decodes chunks of records straight into rows of the shared output tensor."""
+class TensorSink:
+    """Decoded tiles scaled by dtype and resized into rows of one preallocated float32 tensor."""
 
-    def __init__(self, records, out: torch.Tensor, bands, as_rgb: bool, cancel: CancelToken | None):
-        self.records, self.out, self.bands, self.as_rgb, self.cancel = records, out, bands, as_rgb, cancel
+    def __init__(self, count: int, channels: int, tile_size: int) -> None:
+        self.tiles = torch.empty((count, channels, tile_size, tile_size), dtype=torch.float32)
+        self.channels, self.tile_size = channels, tile_size
+
+    def write(self, rows: list[int], arrays: list[np.ndarray]) -> None:
+        self.tiles.index_copy_(0, torch.tensor(rows), scale_and_resize(arrays, self.tile_size))
+
+
+class _Decoder:
+    """Decodes chunks of records and hands the good ones to the sink (an in-memory tensor or a tile store)."""
+
+    def __init__(self, records, sink, bands, as_rgb: bool, cancel: CancelToken | None):
+        self.records, self.sink, self.bands, self.as_rgb, self.cancel = records, sink, bands, as_rgb, cancel
 
     def __call__(self, positions: range) -> list[tuple[int, ImageReadError | None, int, str]]:
         """(position, error or None, band count, note on repaired pixels or "") per record of the chunk."""
@@ -98,7 +115,7 @@ class _Decoder:
             return self._decode(positions)
 
     def _decode(self, positions: range) -> list[tuple[int, ImageReadError | None, int, str]]:
-        channels = self.out.shape[1]
+        channels = self.sink.channels
         arrays, rows, outcome = [], [], []
         for position in positions:
             if self.cancel is not None and self.cancel.cancelled:
@@ -122,7 +139,7 @@ class _Decoder:
                     "filled with their band's median (the tile is kept)") if filled else ""
             outcome.append((position, None, channels, note))
         if arrays:
-            self.out.index_copy_(0, torch.tensor(rows), scale_and_resize(arrays, self.out.shape[-1]))
+            self.sink.write(rows, arrays)
         return outcome
 
 
@@ -176,29 +193,52 @@ def _compact(tiles: torch.Tensor, keep: np.ndarray) -> torch.Tensor:
     return tiles[: len(keep)]
 
 
-def load_tiles(records: Sequence[TileRecord], class_to_index: Mapping[str, int], tile_size: int, *,
-               bands: Sequence[int] | None = None, multi_label: bool = False, workers: int | None = None,
-               progress: Callable[[int, int], None] | None = None, cancel: CancelToken | None = None,
-               modality: str = "ms") -> TileTensor:
-    """Decode, scale and resize ``records`` into one (N,C,S,S) float32 tensor.
+@dataclass
+class Decoded:
+    """What one decode pass produced besides the pixels: the kept positions (rows of the sink), their
+    labels and paths, and every skipped or repaired file."""
+
+    sink: object
+    good: np.ndarray
+    labels: torch.Tensor
+    paths: list[str]
+    problems: list[Problem]
+
+
+def decode_records(records: Sequence[TileRecord], class_to_index: Mapping[str, int], make_sink, *,
+                   bands: Sequence[int] | None = None, multi_label: bool = False, workers: int | None = None,
+                   progress: Callable[[int, int], None] | None = None, cancel: CancelToken | None = None,
+                   modality: str = "ms") -> Decoded:
+    """Decode ``records`` in a thread pool into ``make_sink(count, channels)`` (anything with ``channels`` and
+    ``write(rows, arrays)``); rows of skipped files are left unwritten and missing from ``good``.
 
     Bad files (zero-byte, corrupt/truncated, band count differing from the majority, every pixel
     nodata) are skipped and listed in ``problems``. Records none of whose labels is in
     ``class_to_index`` are left out (multi-label: labels outside it are dropped).
     ``modality="rgb"`` converts every image to 3 channels (grey replicated, alpha dropped,
-    palette expanded).
-    ``progress(done, total)`` is called from the calling thread; ``cancel`` raises Cancelled.
+    palette expanded). ``progress(done, total)`` is called from the calling thread; ``cancel`` raises Cancelled.
     """
     if modality not in ("ms", "rgb"):
         raise ValueError(f"modality must be 'ms' or 'rgb', got {modality!r}")
-    if tile_size < 1:
-        raise ValueError(f"tile_size must be positive, got {tile_size}")
     kept, label_rows, label_problems = _label_rows(records, class_to_index, multi_label)
     kept_records = [records[position] for position in kept]
     channels = _channel_count(kept_records, bands, modality)
-    return _load(kept_records, label_rows, label_problems, kept, class_to_index, tile_size, channels,
-                 bands=bands, multi_label=multi_label, workers=workers, progress=progress, cancel=cancel,
-                 as_rgb=modality == "rgb", retry=bands is None and modality == "ms")
+    return _decode_kept(kept_records, label_rows, label_problems, kept, class_to_index, channels, make_sink,
+                        bands=bands, multi_label=multi_label, workers=workers, progress=progress, cancel=cancel,
+                        as_rgb=modality == "rgb", retry=bands is None and modality == "ms")
+
+
+def load_tiles(records: Sequence[TileRecord], class_to_index: Mapping[str, int], tile_size: int, *,
+               bands: Sequence[int] | None = None, multi_label: bool = False, workers: int | None = None,
+               progress: Callable[[int, int], None] | None = None, cancel: CancelToken | None = None,
+               modality: str = "ms") -> TileTensor:
+    """Decode, scale and resize ``records`` into one (N,C,S,S) float32 tensor (see ``decode_records``)."""
+    if tile_size < 1:
+        raise ValueError(f"tile_size must be positive, got {tile_size}")
+    decoded = decode_records(records, class_to_index, lambda count, channels: TensorSink(count, channels, tile_size),
+                             bands=bands, multi_label=multi_label, workers=workers, progress=progress, cancel=cancel,
+                             modality=modality)
+    return TileTensor(_compact(decoded.sink.tiles, decoded.good), decoded.labels, decoded.paths, decoded.problems)
 
 
 def _channel_count(records: Sequence[TileRecord], bands, modality: str) -> int:
@@ -209,25 +249,25 @@ def _channel_count(records: Sequence[TileRecord], bands, modality: str) -> int:
     return _majority_band_count(records) or 1
 
 
-def _load(records, label_rows, label_problems, kept, class_to_index, tile_size, channels, *, bands,
-          multi_label, workers, progress, cancel, as_rgb, retry) -> TileTensor:
+def _decode_kept(records, label_rows, label_problems, kept, class_to_index, channels, make_sink, *, bands,
+                 multi_label, workers, progress, cancel, as_rgb, retry) -> Decoded:
     workers = default_workers() if workers is None else max(1, int(workers))
-    tiles = torch.empty((len(records), channels, tile_size, tile_size), dtype=torch.float32)
-    outcomes = _decode_all(_Decoder(records, tiles, bands, as_rgb, cancel), len(records), workers, progress, cancel)
+    sink = make_sink(len(records), channels)
+    outcomes = _decode_all(_Decoder(records, sink, bands, as_rgb, cancel), len(records), workers, progress, cancel)
     outcomes.sort(key=lambda outcome: outcome[0])
     good = [position for position, error, _, _ in outcomes if error is None]
     mismatched = Counter(count for _, error, count, _ in outcomes if error is not None and count)
     if retry and mismatched and mismatched.most_common(1)[0][1] > len(good):
         # The header sample misjudged the majority band count: decode again with the real one.
-        return _load(records, label_rows, label_problems, kept, class_to_index, tile_size,
-                     mismatched.most_common(1)[0][0], bands=bands, multi_label=multi_label, workers=workers,
-                     progress=progress, cancel=cancel, as_rgb=as_rgb, retry=False)
-    tiles = _compact(tiles, np.asarray(good, dtype=np.int64))
+        return _decode_kept(records, label_rows, label_problems, kept, class_to_index, mismatched.most_common(1)[0][0],
+                            make_sink, bands=bands, multi_label=multi_label, workers=workers, progress=progress,
+                            cancel=cancel, as_rgb=as_rgb, retry=False)
     labels = _label_tensor([label_rows[position] for position in good], class_to_index, multi_label)
     problems = [(kept[position], error.to_problem()) for position, error, _, _ in outcomes if error is not None]
     problems += [(kept[position], Problem(str(records[position].path), note)) for position, _, _, note in outcomes if note]
     ordered = sorted(label_problems + problems, key=lambda item: item[0])
-    return TileTensor(tiles, labels, [str(records[position].path) for position in good], [problem for _, problem in ordered])
+    return Decoded(sink, np.asarray(good, dtype=np.int64), labels, [str(records[position].path) for position in good],
+                   [problem for _, problem in ordered])
 
 
 def _label_tensor(rows: list[list[int]], class_to_index: Mapping[str, int], multi_label: bool) -> torch.Tensor:

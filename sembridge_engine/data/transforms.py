@@ -59,20 +59,22 @@ class ChannelStats:
             raise ValueError(f"channel stats need lists 'mean' and 'std', got {data!r}") from error
 
 
-def compute_channel_stats(tiles: torch.Tensor) -> ChannelStats:
-    """Per-channel mean/std over (N,C,H,W) (or one (C,H,W)), accumulated in float64 chunk by chunk."""
-    if tiles.dim() == 3:
-        tiles = tiles.unsqueeze(0)
-    if tiles.dim() != 4 or tiles.shape[0] == 0:
-        raise ValueError(f"channel stats need a non-empty (N,C,H,W) tensor, got {tuple(tiles.shape)}")
-    channels = tiles.shape[1]
-    total = torch.zeros(channels, dtype=torch.float64)
-    total_squares = torch.zeros(channels, dtype=torch.float64)
-    for chunk in tiles.split(_STATS_CHUNK):
-        chunk = chunk.to(torch.float64)
-        total += chunk.sum(dim=(0, 2, 3))
-        total_squares += chunk.square().sum(dim=(0, 2, 3))
-    count = tiles.shape[0] * tiles.shape[2] * tiles.shape[3]
+def compute_channel_stats(tiles) -> ChannelStats:
+    """Per-channel mean/std over (N,C,H,W) tiles (a tensor, or a ``data.tiles.Tiles`` read chunk by chunk;
+    also one (C,H,W) tensor), accumulated in float64."""
+    if isinstance(tiles, torch.Tensor):
+        if tiles.dim() == 3:
+            tiles = tiles.unsqueeze(0)
+        if tiles.dim() != 4 or tiles.shape[0] == 0:
+            raise ValueError(f"channel stats need a non-empty (N,C,H,W) tensor, got {tuple(tiles.shape)}")
+    elif len(tiles) == 0:
+        raise ValueError("channel stats need at least one tile")
+    total = total_squares = 0.0
+    for start in range(0, len(tiles), _STATS_CHUNK):
+        chunk = tiles[start:start + _STATS_CHUNK].to(torch.float64)
+        total = total + chunk.sum(dim=(0, 2, 3))
+        total_squares = total_squares + chunk.square().sum(dim=(0, 2, 3))
+    count = len(tiles) * chunk.shape[2] * chunk.shape[3]
     mean = total / count
     variance = (total_squares / count - mean.square()).clamp_min(0.0)
     std = variance.sqrt().clamp_min(STD_FLOOR)
@@ -80,16 +82,16 @@ def compute_channel_stats(tiles: torch.Tensor) -> ChannelStats:
 
 
 def scale_and_resize(arrays: Sequence[np.ndarray], tile_size: int) -> torch.Tensor:
-    """Native-dtype (C,H,W) arrays (sizes may differ) -> (N,C,S,S) float32, one resize per size."""
+    """Native-dtype (C,H,W) arrays (sizes and dtypes may differ) -> (N,C,S,S) float32, one resize per size."""
     if not arrays:
         raise ValueError("no arrays to preprocess")
     channels = {array.shape[0] for array in arrays}
     if len(channels) != 1:
         raise ValueError(f"arrays have different band counts {sorted(channels)}; cannot stack them")
     out = torch.empty((len(arrays), channels.pop(), tile_size, tile_size), dtype=torch.float32)
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for position, array in enumerate(arrays):
-        by_shape.setdefault(array.shape, []).append(position)
+    by_shape: dict[tuple, list[int]] = {}
+    for position, array in enumerate(arrays):  # stacking mixed dtypes would scale an 8-bit tile as a 16-bit one
+        by_shape.setdefault((array.shape, array.dtype.str), []).append(position)
     for positions in by_shape.values():
         batch = torch.from_numpy(scale_by_dtype(np.stack([arrays[position] for position in positions])))
         out[positions] = resize_tiles(batch, tile_size)

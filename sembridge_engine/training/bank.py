@@ -10,22 +10,23 @@ from __future__ import annotations
 import psutil
 import torch
 
+from ..data.tiles import Tiles
 from ..models.backbones import Backbone, Features
 from .loops import batched
 
 
 class TeacherBank:
-    def __init__(self, teacher: Backbone, ms_tiles: torch.Tensor, columns: torch.Tensor, device: torch.device,
+    def __init__(self, teacher: Backbone, ms_tiles: Tiles, columns: torch.Tensor, device: torch.device,
                  batch_size: int, check=lambda: None) -> None:
         self.teacher, self.ms_tiles, self.columns, self.device = teacher, ms_tiles, columns, device
         teacher.eval()
         with torch.no_grad():
             probe = teacher.forward_features(ms_tiles[:2].to(device))
         per_tile = sum(t[0].numel() for t in (probe.feature_map, probe.intermediate)) * 4
-        self.keeps_maps = per_tile * ms_tiles.shape[0] < psutil.virtual_memory().available // 4
+        self.keeps_maps = per_tile * len(ms_tiles) < psutil.virtual_memory().available // 4
         logits, embeddings, maps, intermediates = [], [], [], []
         with torch.no_grad():
-            for part in batched(ms_tiles.shape[0], batch_size):
+            for part in batched(len(ms_tiles), batch_size):
                 check()
                 features = teacher.forward_features(ms_tiles[part].to(device))
                 logits.append(features.logits.float().cpu())

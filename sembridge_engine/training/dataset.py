@@ -1,6 +1,7 @@
-"""Everything a run trains on, assembled once from the data layer and kept in memory.
+"""Everything a run trains on, assembled once from the data layer.
 
-MS tiles (teacher + matcher) and RGB tiles (student) are decoded once into tensors and
+MS tiles (teacher + matcher) and RGB tiles (student) are decoded once, into memory while they fit
+in the memory budget (``data.memory_budget_gb``), else into the on-disk tile store, and
 normalised with per-band statistics of their own TRAIN split. The pseudo-RGB the matcher learns
 on is the R,G,B channels of the normalised MS tile, i.e. standardised with the MS train
 statistics of those bands; real RGB is standardised with the RGB train statistics. Both sides
@@ -14,6 +15,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable
 
+import psutil
 import torch
 
 from ..config import ConfigError, RunConfig
@@ -25,8 +27,8 @@ from ..data import (
     compute_channel_stats,
     discover_ms_archive,
     discover_rgb_folder,
+    estimate_memory_bytes,
     get_preset,
-    load_tiles,
     remap_records,
     stratified_split,
 )
@@ -34,7 +36,10 @@ from ..data.discovery import ClassAlignment, ImageryIndex
 from ..data.geometry import training_footprint
 from ..data.radiometry import input_radiometry
 from ..data.readers import read_header, tile_reading_env
+from ..data.store import TileSet, load_tile_set
+from ..data.tiles import Tiles
 from ..events import CancelToken
+from .rundir import tile_store_dir
 
 RGB_BAND_NAMES = ("R", "G", "B")
 
@@ -47,14 +52,14 @@ class RunData:
     ms_multi_label: bool
     alignment: ClassAlignment
     ms_fingerprint: str            # hash of the MS file list + sizes + mtimes (teacher cache key)
-    rgb_tiles: torch.Tensor        # (N,3,S,S) normalised
+    rgb_tiles: Tiles               # (N,3,S,S) normalised
     rgb_labels: torch.Tensor       # (N,) student class index
     rgb_paths: list[str]
     rgb_train: torch.Tensor
     rgb_val: torch.Tensor
     rgb_test: torch.Tensor
     rgb_stats: ChannelStats
-    ms_tiles: torch.Tensor | None = None      # (M,C,S,S) normalised; None for the plain baseline
+    ms_tiles: Tiles | None = None             # (M,C,S,S) normalised; None for the plain baseline
     ms_labels: torch.Tensor | None = None     # (M,) or (M, n_ms_classes) multi-hot
     ms_paths: list[str] = field(default_factory=list)
     ms_train: torch.Tensor | None = None
@@ -78,15 +83,9 @@ class RunData:
             return self.ms_labels[:, columns] > 0.5
         return self.ms_labels[:, None] == columns[None, :]
 
-    @property
-    def pseudo_rgb(self) -> torch.Tensor:
-        return self.ms_tiles[:, list(self.preset.rgb_indices)]
-
     def use_ms_stats(self, stats: ChannelStats) -> None:
         """Re-normalise the MS tiles with another run's statistics (a reused teacher's)."""
-        old_mean = torch.tensor(self.ms_stats.mean).view(1, -1, 1, 1)
-        old_std = torch.tensor(self.ms_stats.std).view(1, -1, 1, 1)
-        self.ms_tiles = stats.normalise(self.ms_tiles * old_std + old_mean)
+        self.ms_tiles.use_stats(stats)
         self.ms_stats = stats
 
 
@@ -171,9 +170,38 @@ def _select_classes(config: RunConfig, shared: list[str]) -> list[str]:
     return sorted(set(config.data.classes))
 
 
+def memory_budget_bytes(config: RunConfig) -> int:
+    """``data.memory_budget_gb``, or half of this machine's memory when it is 0."""
+    budget = config.data.memory_budget_gb
+    return int(budget * 2**30) if budget > 0 else psutil.virtual_memory().total // 2
+
+
+def on_disk_modalities(needs: dict[str, int], budget: int) -> set[str]:
+    """Modalities read from the tile store: the smallest in-memory estimates are kept while they fit the budget."""
+    on_disk, used = set(), 0
+    for modality, size in sorted(needs.items(), key=lambda item: item[1]):
+        if used + size <= budget:
+            used += size
+        else:
+            on_disk.add(modality)
+    return on_disk
+
+
+def _load(modality: str, on_disk: set[str], log, records, class_to_index, tile_size, **options) -> TileSet:
+    store = tile_store_dir() if modality in on_disk else None
+    loaded = load_tile_set(records, class_to_index, tile_size, store_dir=store, log=log, modality=modality, **options)
+    if loaded.folder is not None:
+        log(f"{modality.upper()} tiles read from the tile store {loaded.folder}" + (" (reused)" if loaded.reused else ""))
+    return loaded
+
+
 def assemble_run_data(config: RunConfig, *, need_ms: bool, log: Callable[[str], None] = lambda message: None,
-                      cancel: CancelToken | None = None) -> RunData:
-    """Discover, align, load and split both modalities; statistics from the train splits only."""
+                      cancel: CancelToken | None = None,
+                      progress: Callable[[str, int, int], None] | None = None) -> RunData:
+    """Discover, align, load and split both modalities; statistics from the train splits only.
+
+    ``progress(modality, done, total)`` follows the decoding of each modality.
+    """
     data = config.data
     try:
         preset = get_preset(data.band_preset, data.custom_bands, data.custom_rgb)
@@ -191,26 +219,41 @@ def assemble_run_data(config: RunConfig, *, need_ms: bool, log: Callable[[str], 
     workers = config.train.workers or None
 
     rgb_records = remap_records(rgb_index.records, alignment.rgb_to_ms, student_classes)
+    needs = {"rgb": estimate_memory_bytes(len(rgb_records), 3, data.rgb_tile_size)}
+    if need_ms:
+        needs["ms"] = estimate_memory_bytes(len(ms_index.records), preset.band_count, data.ms_tile_size)
+    budget = memory_budget_bytes(config)
+    on_disk = on_disk_modalities(needs, budget)
+    for modality in sorted(on_disk):
+        log(f"{modality.upper()} tiles need {needs[modality] / 2**30:.2f} GB in memory, beyond the memory budget of "
+            f"{budget / 2**30:.2f} GB (data.memory_budget_gb): they are read from an on-disk tile store")
+
+    def progress_of(modality: str):
+        return None if progress is None else lambda done, total: progress(modality, done, total)
+
     log(f"loading {len(rgb_records)} RGB images ({len(student_classes)} classes) at {data.rgb_tile_size} px")
-    rgb = load_tiles(rgb_records, {name: i for i, name in enumerate(student_classes)}, data.rgb_tile_size,
-                     workers=workers, cancel=cancel, modality="rgb")
+    rgb = _load("rgb", on_disk, log, rgb_records, {name: i for i, name in enumerate(student_classes)}, data.rgb_tile_size,
+                workers=workers, cancel=cancel, progress=progress_of("rgb"))
     problems += rgb.problems
-    if len(rgb) == 0:
+    if len(rgb.tiles) == 0:
         raise ValueError(f"{data.rgb_path}: no readable RGB images of the classes {student_classes}")
     rgb_train, rgb_val, rgb_test = (torch.from_numpy(part) for part in
                                     stratified_split(rgb.labels.numpy(), tuple(data.rgb_split), config.train.seed))
     if min(len(rgb_train), len(rgb_val), len(rgb_test)) == 0:
-        raise ValueError(f"{data.rgb_path}: too few RGB images ({len(rgb)}) for train/val/test splits {data.rgb_split}")
-    rgb_stats = compute_channel_stats(rgb.tiles[rgb_train])
+        raise ValueError(f"{data.rgb_path}: too few RGB images ({len(rgb.tiles)}) for train/val/test splits {data.rgb_split}")
+    raw_train = rgb.tiles.subset(rgb_train)
+    rgb_stats = compute_channel_stats(raw_train)
     headers = _headers([rgb.paths[index] for index in rgb_train.tolist()])
+    radiometry = input_radiometry(raw_train, [header.dtype for header in headers])
+    rgb.tiles.use_stats(rgb_stats)
     run_data = RunData(
         preset=preset, ms_classes=list(ms_index.classes), student_classes=student_classes,
         ms_multi_label=ms_index.multi_label, alignment=alignment,
         ms_fingerprint=_fingerprint(ms_index, preset, data.ms_tile_size),
-        rgb_tiles=rgb_stats.normalise(rgb.tiles), rgb_labels=rgb.labels, rgb_paths=rgb.paths,
+        rgb_tiles=rgb.tiles, rgb_labels=rgb.labels, rgb_paths=rgb.paths,
         rgb_train=rgb_train, rgb_val=rgb_val, rgb_test=rgb_test, rgb_stats=rgb_stats, problems=problems,
         rgb_footprint=training_footprint(headers, data.rgb_gsd),
-        rgb_radiometry=input_radiometry(rgb.tiles[rgb_train], [header.dtype for header in headers]),
+        rgb_radiometry=radiometry,
         rgb_train_images=[(header.path, header.width, header.height, header.gsd or data.rgb_gsd or None) for header in headers],
     )
     if not need_ms:
@@ -219,18 +262,20 @@ def assemble_run_data(config: RunConfig, *, need_ms: bool, log: Callable[[str], 
     class_to_index = {name: i for i, name in enumerate(ms_index.classes)}
     log(f"loading {len(ms_index.records)} MS tiles ({len(ms_index.classes)} classes, "
         f"{preset.band_count} bands) at {data.ms_tile_size} px")
-    ms = load_tiles(ms_index.records, class_to_index, data.ms_tile_size, bands=list(range(preset.band_count)),
-                    multi_label=ms_index.multi_label, workers=workers, cancel=cancel, modality="ms")
+    ms = _load("ms", on_disk, log, ms_index.records, class_to_index, data.ms_tile_size,
+               bands=list(range(preset.band_count)), multi_label=ms_index.multi_label, workers=workers, cancel=cancel,
+               progress=progress_of("ms"))
     run_data.problems += ms.problems
-    if len(ms) == 0:
+    if len(ms.tiles) == 0:
         raise ValueError(f"{data.ms_path}: no readable MS tiles with {preset.band_count} bands ({preset.name})")
     split = stratified_split(_stratify_key(ms.labels).numpy(),
                              (1.0 - data.ms_val_fraction, data.ms_val_fraction, 0.0), config.train.seed)
     ms_train, ms_val = torch.from_numpy(split[0]), torch.from_numpy(split[1])
     if len(ms_train) == 0 or len(ms_val) == 0:
-        raise ValueError(f"{data.ms_path}: too few MS tiles ({len(ms)}) for a train/val split")
-    ms_stats = compute_channel_stats(ms.tiles[ms_train])
-    run_data.ms_tiles = ms_stats.normalise(ms.tiles)
+        raise ValueError(f"{data.ms_path}: too few MS tiles ({len(ms.tiles)}) for a train/val split")
+    ms_stats = compute_channel_stats(ms.tiles.subset(ms_train))
+    ms.tiles.use_stats(ms_stats)
+    run_data.ms_tiles = ms.tiles
     run_data.ms_labels = ms.labels
     run_data.ms_paths = ms.paths
     run_data.ms_train, run_data.ms_val, run_data.ms_stats = ms_train, ms_val, ms_stats

@@ -61,11 +61,12 @@ def batched(count: int, batch_size: int) -> Iterator[slice]:
 
 
 @torch.no_grad()
-def infer(fn: Callable[[torch.Tensor], torch.Tensor], tiles: torch.Tensor, device: torch.device,
+def infer(fn: Callable[[torch.Tensor], torch.Tensor], tiles, device: torch.device,
           batch_size: int, check: Callable[[], None] = lambda: None) -> torch.Tensor:
-    """Apply ``fn`` to ``tiles`` in batches on ``device``; results gathered on the CPU in float32."""
+    """Apply ``fn`` to ``tiles`` (a tensor or ``data.tiles.Tiles``) in batches on ``device``; results
+    gathered on the CPU in float32."""
     outputs = []
-    for part in batched(tiles.shape[0], batch_size):
+    for part in batched(len(tiles), batch_size):
         check()
         outputs.append(fn(tiles[part].to(device)).float().cpu())
     return torch.cat(outputs) if outputs else torch.empty(0)

@@ -33,7 +33,7 @@ def write_outputs(ctx: RunContext, data: RunData, student: Backbone) -> dict[str
     final: dict[str, Any] = {}
     prediction_rows = []
     for split, index in (("val", data.rgb_val), ("test", data.rgb_test)):
-        logits = infer(student, data.rgb_tiles[index], ctx.device, ctx.config.student.batch_size, ctx.check)
+        logits = infer(student, data.rgb_tiles.subset(index), ctx.device, ctx.config.student.batch_size, ctx.check)
         probabilities = torch.softmax(logits, dim=1)
         confidence, predicted = probabilities.max(dim=1)
         truth = data.rgb_labels[index]

@@ -12,7 +12,6 @@ import contextlib
 import json
 import math
 import os
-import sys
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from typing import Any, Iterable, Iterator
 
 from platformdirs import user_cache_dir, user_data_dir
 
-from ..atomic import remove_stale_temporaries, write_bytes_atomic, write_json_atomic
+from ..atomic import remove_stale_temporaries, try_lock, write_bytes_atomic, write_json_atomic
 from ..config import ConfigError, RunConfig, config_from_dict
 
 APP_NAME = "sembridge-studio"
@@ -47,6 +46,12 @@ def teacher_cache_dir() -> Path:
     """Where trained teachers/matchers are cached by hash; SEMBRIDGE_CACHE_DIR overrides it."""
     override = os.environ.get("SEMBRIDGE_CACHE_DIR")
     return Path(override) if override else Path(user_cache_dir(APP_NAME)) / "teachers"
+
+
+def tile_store_dir() -> Path:
+    """Where on-disk tile stores are built by data key; under SEMBRIDGE_CACHE_DIR when it is set."""
+    override = os.environ.get("SEMBRIDGE_CACHE_DIR")
+    return (Path(override) if override else Path(user_cache_dir(APP_NAME))) / "tiles"
 
 
 def utc_now() -> str:
@@ -92,23 +97,6 @@ def scalar(value: Any) -> float | None:
 
 class RunLocked(RuntimeError):
     """Another live process is writing this run folder."""
-
-
-def _try_lock(handle) -> bool:
-    """A non-blocking exclusive OS lock on an open file; released by the OS when the process dies."""
-    try:
-        handle.seek(0)
-        if sys.platform == "win32":
-            import msvcrt
-
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -240,7 +228,7 @@ class RunFolder:
         try:
             handle.seek(0)
             previous = handle.read().strip()
-            if not _try_lock(handle):
+            if not try_lock(handle):
                 raise RunLocked(f"run {self.root} is being written by another process (PID {previous or 'unknown'}); "
                                 "wait for it to finish or stop it first")
             handle.seek(0)
@@ -258,7 +246,7 @@ class RunFolder:
         if not self.lock_path.exists():
             return False
         with open(self.lock_path, "a+", encoding="utf-8") as handle:
-            return not _try_lock(handle)
+            return not try_lock(handle)
 
     # -- reading ------------------------------------------------------------------------------
     def is_run(self) -> bool:

@@ -58,7 +58,7 @@ def teacher_stage(ctx: RunContext, data: RunData) -> Backbone:
         return {"n": len(index), "loss_task": loss.item(), "loss_total": loss.item(), "train_acc": correct}
 
     def evaluate(epoch):
-        logits = infer(teacher, data.ms_tiles[data.ms_val], ctx.device, config.teacher.batch_size, ctx.check)
+        logits = infer(teacher, data.ms_tiles.subset(data.ms_val), ctx.device, config.teacher.batch_size, ctx.check)
         labels = data.ms_labels[data.ms_val]
         if multi_label:
             result = multilabel_metrics(labels, torch.sigmoid(logits))

@@ -41,8 +41,9 @@ def initial_match(ctx: RunContext, data: RunData, matcher: Matcher | None) -> tu
     matcher.eval()
     batch = ctx.config.matcher.batch_size
     gallery = infer(matcher.encode_ms, data.ms_tiles, ctx.device, batch, ctx.check)
-    rgb = resize_tiles(data.rgb_tiles[data.rgb_train], ctx.config.data.ms_tile_size)
-    queries = infer(matcher.encode_rgb, rgb, ctx.device, batch, ctx.check)
+    size = ctx.config.data.ms_tile_size
+    queries = infer(lambda tiles: matcher.encode_rgb(resize_tiles(tiles, size)), data.rgb_tiles.subset(data.rgb_train),
+                    ctx.device, batch, ctx.check)
     match, score = ssm_match(queries, labels, gallery, membership)
     return match.cpu(), score.float().cpu(), "ssm"
 
@@ -113,7 +114,7 @@ class StudentStage:
         if epoch not in self.rematch_at:
             return {}
         ctx, data = self.ctx, self.data
-        logits = infer(self.student, data.rgb_tiles[data.rgb_train], ctx.device, self.section.batch_size, ctx.check)
+        logits = infer(self.student, data.rgb_tiles.subset(data.rgb_train), ctx.device, self.section.batch_size, ctx.check)
         new_match, kl = dynm_match(logits, data.rgb_labels[data.rgb_train], self.bank.logits, data.ms_membership,
                                    self.distill.gamma)
         new_match, kl = new_match.cpu(), kl.float().cpu()
@@ -125,7 +126,7 @@ class StudentStage:
 
     def evaluate(self, epoch: int) -> dict[str, Any]:
         ctx, data = self.ctx, self.data
-        logits = infer(self.student, data.rgb_tiles[data.rgb_val], ctx.device, self.section.batch_size, ctx.check)
+        logits = infer(self.student, data.rgb_tiles.subset(data.rgb_val), ctx.device, self.section.batch_size, ctx.check)
         result = classification_metrics(data.rgb_labels[data.rgb_val], logits.argmax(1), self.n_classes)
         row = {"val_oa": result["oa"], "val_macro_f1": result["macro_f1"],
                "per_class_f1": result["per_class_f1"], "confusion": result["confusion"],
