@@ -1,6 +1,9 @@
 # The two set-up commands of the README: `make run` and `make test`.
 # Both create or refresh .venv/ idempotently: pip re-runs only when pyproject.toml changes.
-PYTHON ?= python3.11
+# The interpreter for a new .venv: PYTHON=... if given, else the newest supported one that runs
+# (python3.13, python3.12, python3.11 on PATH; pyenv shims of versions not enabled exist but fail).
+SUPPORTED_PYTHONS := 3.13 3.12 3.11
+PYTHON ?= $(firstword $(foreach version,$(SUPPORTED_PYTHONS),$(shell python$(version) -c 'import sys; print(sys.executable)' 2>/dev/null)))
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
@@ -10,6 +13,7 @@ STAMP := $(VENV)/.installed-stamp
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@test -x $(PY) || test -n "$(PYTHON)" || { echo "No Python 3.11, 3.12 or 3.13 found on PATH; install one (with its venv module) or run make PYTHON=/path/to/python3.x" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q torch==2.14.1 torchvision==0.29.1 -e '.[test]'
 	touch $(STAMP)
