@@ -18,5 +18,6 @@ _EXPORTS = {
                "read_bundle_info"),
     "model": ("ModelBundle", "build_model", "load_bundle", "load_weights", "write_bundle"),
     "onnx_export": ("export_onnx", "export_pixels_onnx"),
+    "qgis": ("export_qgis_onnx", "qgis_path"),
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

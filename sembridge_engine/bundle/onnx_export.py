@@ -100,19 +100,31 @@ def export_pixels_onnx(model: torch.nn.Module, in_channels: int, tile_size: int,
 
 
 def training_raw_dtype(metadata: dict[str, Any]) -> str:
-    """The dtype of the images the model was trained on, where the bundle records it."""
-    radiometry = metadata.get("radiometry")
-    if isinstance(radiometry, dict) and isinstance(radiometry.get("dtype"), str):
-        return radiometry["dtype"]
+    """The dtype of the images the model was trained on, where the bundle records it (``input_radiometry``)."""
+    radiometry = metadata.get("input_radiometry")
+    if isinstance(radiometry, dict) and isinstance(radiometry.get("source_dtype"), str):
+        return radiometry["source_dtype"]
     return DEFAULT_RAW_DTYPE
 
 
+def training_footprint(metadata: dict[str, Any]) -> tuple[float | None, int | None]:
+    """(metres per pixel, pixels across) of a typical training image, where the bundle's ``footprint`` records them."""
+    footprint = metadata.get("footprint")
+    if not isinstance(footprint, dict):
+        return None, None
+    metres, gsd = footprint.get("metres"), footprint.get("gsd_m")
+    if not all(isinstance(value, (int, float)) and value > 0 for value in (metres, gsd)):
+        return None, None
+    return float(gsd), max(1, round(metres / gsd))
+
+
 def default_window(metadata: dict[str, Any]) -> int:
-    """The graph's default input size in pixels: the model's tile size."""
-    return int(metadata["tile_size"])
+    """The graph's input size in pixels: a training image's size where the bundle knows it, else the model's tile."""
+    return training_footprint(metadata)[1] or int(metadata["tile_size"])
 
 
-def _raw_windows(generator: np.random.Generator, shape: tuple[int, ...], raw_dtype: str) -> np.ndarray:
+def raw_windows(generator: np.random.Generator, shape: tuple[int, ...], raw_dtype: str) -> np.ndarray:
+    """Seeded random pixel values in the range files of ``raw_dtype`` hold (16-bit: reflectance DN up to 10000)."""
     dtype = np.dtype(raw_dtype)
     if dtype.kind in "ui":
         high = min(int(np.iinfo(dtype).max), 255 if dtype.itemsize == 1 else 10000)
@@ -131,7 +143,7 @@ def max_differences(onnx_bytes: bytes, model: torch.nn.Module, metadata: dict[st
     generator = np.random.default_rng(0)
     worst_logit = worst_probability = 0.0
     for shape in shapes:
-        raw = _raw_windows(generator, shape, raw_dtype)
+        raw = raw_windows(generator, shape, raw_dtype)
         with torch.inference_mode():
             logits = model(preprocess_arrays(raw, tile, stats))
             expected = (logits.numpy(), torch.softmax(logits, dim=1).numpy())

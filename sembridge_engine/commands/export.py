@@ -9,6 +9,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="run folder holding student.safetensors and student.json")
     parser.add_argument("--out", default=None, metavar="FILE", help="bundle to write (default RUN_DIR/model.sembridge)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX export and its onnxruntime check")
+    parser.add_argument("--qgis", action="store_true",
+                        help="also write <bundle>_qgis.onnx, a segmentation-shaped model with the metadata of the QGIS plugin Deepness")
+
+
+def _export_qgis(bundle_path):
+    from sembridge_engine.bundle import export_qgis_onnx, load_bundle, qgis_path
+
+    path = qgis_path(bundle_path)
+    return path, export_qgis_onnx(load_bundle(bundle_path), path)
 
 
 def run(args) -> int:
@@ -20,6 +29,7 @@ def run(args) -> int:
 
     try:
         out = export_bundle(args.run_dir, args.out, check_onnx=not args.no_onnx)
+        qgis = _export_qgis(out) if args.qgis else None
     except (BundleError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -33,4 +43,11 @@ def run(args) -> int:
         print(f"  model.onnx: raw {contract['raw_dtype']} pixels, {contract['window']} x {contract['window']} px window -> "
               f"class probabilities; checked with onnxruntime: max |probability difference| {onnx['max_abs_prob_diff']:.2e}, "
               f"max |logit difference| {onnx['max_abs_logit_diff']:.2e}")
+    if qgis is not None:
+        path, entries = qgis
+        resolution = (f"{entries['resolution']:g} cm/px" if "resolution" in entries
+                      else "not known to the bundle: set the map's resolution in Deepness")
+        print(f"wrote {path} (QGIS Deepness segmentation model: {entries['tiles_size']} px tiles, "
+              f"{entries['tiles_overlap']} % overlap, resolution {resolution}; "
+              f"max |probability difference| {entries['sembridge_max_abs_prob_diff']:.2e})")
     return 0

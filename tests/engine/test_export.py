@@ -96,7 +96,7 @@ def test_pixels_graph_scales_16_bit_reflectance_as_training_did(run_dir):
     model.load_state_dict(load_file(str(run_dir / "student.safetensors")))
     model.eval()
     metadata = {"in_channels": 3, "tile_size": info["tile_size"], "band_names": ["R", "G", "B"],
-                "channel_stats": info["channel_stats"], "radiometry": {"dtype": "uint16"}}
+                "channel_stats": info["channel_stats"], "input_radiometry": {"source_dtype": "uint16"}}
     _, entry = export_checked_pixels_onnx(model, metadata, "test", window=64)
     assert entry["input"]["raw_dtype"] == "uint16" and entry["input"]["divisor"] == 10000.0
     assert entry["input"]["shape"] == ["batch", 3, 64, 64] and [2, 3, 48, 51] in entry["checked_inputs"]
