@@ -112,10 +112,11 @@ def training_footprint(metadata: dict[str, Any]) -> tuple[float | None, int | No
     footprint = metadata.get("footprint")
     if not isinstance(footprint, dict):
         return None, None
-    metres, gsd = footprint.get("metres"), footprint.get("gsd_m")
+    metres, gsd, pixels = footprint.get("metres"), footprint.get("gsd_m"), footprint.get("image_px")
     if not all(isinstance(value, (int, float)) and value > 0 for value in (metres, gsd)):
         return None, None
-    return float(gsd), max(1, round(metres / gsd))
+    across = pixels if isinstance(pixels, (int, float)) and pixels > 0 else metres / gsd
+    return float(gsd), max(1, round(across))
 
 
 def default_window(metadata: dict[str, Any]) -> int:

@@ -4,13 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .runtime import add_runtime_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="BUNDLE", help="model bundle (.sembridge)")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="PNG/JPEG/TIFF/GeoTIFF files or folders (searched recursively)")
     parser.add_argument("--top-k", type=int, default=3, metavar="K", help="classes listed per file (default 3)")
     parser.add_argument("--batch", type=int, default=32, metavar="N", help="files per model batch (default 32)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    add_runtime_arguments(parser)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
     output.add_argument("--csv", metavar="FILE", help="write one row per file (path, predicted_class, confidence, further ranks, error) to FILE")
@@ -19,14 +21,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import json
 
-    from sembridge_engine.bundle import BundleError, load_bundle
+    from sembridge_engine.bundle import BundleError
+    from sembridge_engine.labelling.predictor import open_bundle
     from sembridge_engine.labelling.classify import classify_files
     from sembridge_engine.labelling.prediction_table import check_table_target, write_predictions_csv
 
     try:
         if args.csv:
             check_table_target(args.csv)
-        bundle = load_bundle(args.model)
+        bundle = open_bundle(args.model, args.backend)
         results = classify_files(bundle, args.paths, top_k=args.top_k, batch_size=args.batch, device=args.device)
     except (BundleError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

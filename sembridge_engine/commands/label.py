@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .runtime import add_runtime_arguments
+
 
 def _numbers(what: str, count: int | None, kind):
     def parse(text: str):
@@ -37,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="label only this pixel window of the scene")
     parser.add_argument("--extent", type=_numbers("--extent", 4, float), default=None, metavar="XMIN,YMIN,XMAX,YMAX",
                         help="label only this extent, in the scene's CRS units")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    add_runtime_arguments(parser)
     parser.add_argument("--probabilities", action="store_true", help="also write a per-class probability GeoTIFF")
     parser.add_argument("--no-polygons", action="store_true", help="skip the GeoPackage of class polygons")
     parser.add_argument("--no-preview", action="store_true", help="skip the PNG preview")
@@ -64,12 +66,13 @@ def _progress(event) -> None:
 
 
 def run(args) -> int:
-    from sembridge_engine.bundle import BundleError, load_bundle
+    from sembridge_engine.bundle import BundleError
+    from sembridge_engine.labelling.predictor import open_bundle
     from sembridge_engine.labelling.scene import label_scene, plan_scene
 
     try:
         options = options_from_args(args)
-        bundle = load_bundle(args.model)
+        bundle = open_bundle(args.model, args.backend)
         plan = plan_scene(bundle, args.scene, options)
         for line in plan.lines():
             print(line, file=sys.stderr if line.startswith(("stopped:", "warning:")) else sys.stdout)

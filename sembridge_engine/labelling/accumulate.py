@@ -14,10 +14,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
-import torch
 
 from sembridge_engine.events import BatchProgress, CancelToken, EventCallback
 
@@ -43,10 +40,10 @@ class StripWriter:
         rows, width = counts.shape
         labelled = valid & (counts > 0)
         coverage = np.maximum(counts, 1.0)
-        # The argmax of the averaged probabilities is the argmax of their sum: one pass for both.
-        best_sum, best_class = torch.from_numpy(sums).max(dim=0)
-        classes = best_class.numpy().astype(np.uint8)
-        confidence = best_sum.numpy() / coverage
+        # The argmax of the averaged probabilities is the argmax of their sum.
+        best_class = sums.argmax(axis=0)
+        classes = best_class.astype(np.uint8)
+        confidence = np.take_along_axis(sums, best_class[None], axis=0)[0] / coverage
         classes[~labelled] = CLASS_NODATA
         confidence[~labelled] = CONFIDENCE_NODATA
         window = Window(0, top, width, rows)
@@ -79,14 +76,14 @@ class _Strip:
 
 
 class _BatchedClassifier:
-    """Queues model inputs from consecutive strips and runs the predictor on full batches across strips."""
+    """Queues raw windows from consecutive strips and runs the predictor on full batches across strips."""
 
     def __init__(self, predictor: Predictor, batch: int, window_width: int) -> None:
         self.predictor, self.batch, self.window_width = predictor, batch, window_width
-        self.queue: list[tuple[_Strip, np.ndarray, torch.Tensor]] = []  # (strip, window starts, model inputs)
+        self.queue: list[tuple[_Strip, np.ndarray, np.ndarray]] = []  # (strip, window starts, raw windows)
         self.pending = 0
 
-    def add(self, strip: _Strip, starts: np.ndarray, tiles: torch.Tensor) -> None:
+    def add(self, strip: _Strip, starts: np.ndarray, tiles: np.ndarray) -> None:
         self.queue.append((strip, starts, tiles))
         self.pending += len(starts)
         strip.outstanding += len(starts)
@@ -103,7 +100,7 @@ class _BatchedClassifier:
                 else:
                     self.queue[0] = (strip, starts[used:], tiles[used:])
                 take -= used
-            inputs = torch.cat([tiles for _, _, tiles in pieces]) if len(pieces) > 1 else pieces[0][2]
+            inputs = np.concatenate([tiles for _, _, tiles in pieces]) if len(pieces) > 1 else pieces[0][2]
             probabilities = self.predictor.predict(inputs).T
             offset = 0
             for strip, starts, _ in pieces:
@@ -118,8 +115,7 @@ class _BatchedClassifier:
             self.pending -= probabilities.shape[1]
 
 
-def run_windows(source: SceneSource, prepare: Callable[[np.ndarray], torch.Tensor], predictor: Predictor,
-                num_classes: int, batch: int, writer: StripWriter, callback: EventCallback,
+def run_windows(source: SceneSource, predictor: Predictor, num_classes: int, batch: int, writer: StripWriter, callback: EventCallback,
                 cancel: CancelToken | None) -> tuple[int, int]:
     """Classify every window strip by strip, accumulate overlaps, hand finished rows to ``writer``.
 
@@ -151,7 +147,7 @@ def run_windows(source: SceneSource, prepare: Callable[[np.ndarray], torch.Tenso
             done += 1
             callback(BatchProgress(STAGE, 0, done, len(tops)))
 
-    for chunk in source.chunks(prepare, batch, cancel):
+    for chunk in source.chunks(batch, cancel):
         if not waiting or waiting[-1].top != tops[chunk.strip]:
             top = tops[chunk.strip]
             finished = (tops[chunk.strip + 1] if chunk.strip + 1 < len(tops) else layout.height) - top
@@ -172,8 +168,7 @@ def run_windows(source: SceneSource, prepare: Callable[[np.ndarray], torch.Tenso
     return processed, skipped
 
 
-def write_rasters(source: SceneSource, bundle, prepare: Callable[[np.ndarray], torch.Tensor], predictor: Predictor,
-                  batch: int, temporaries: dict[str, Path], callback: EventCallback,
+def write_rasters(source: SceneSource, bundle, predictor: Predictor, batch: int, temporaries: dict[str, Path], callback: EventCallback,
                   cancel: CancelToken | None) -> tuple[StripWriter, int, int]:
     """Class, confidence and (if asked) probability GeoTIFFs at their temporary paths."""
     import rasterio
@@ -194,5 +189,5 @@ def write_rasters(source: SceneSource, bundle, prepare: Callable[[np.ndarray], t
             for index, name in enumerate(bundle.class_names, start=1):
                 probability_sink.set_band_description(index, name)
         writer = StripWriter(class_sink, confidence_sink, probability_sink, bundle.num_classes)
-        processed, skipped = run_windows(source, prepare, predictor, bundle.num_classes, batch, writer, callback, cancel)
+        processed, skipped = run_windows(source, predictor, bundle.num_classes, batch, writer, callback, cancel)
     return writer, processed, skipped

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-import torch
 
 from sembridge_engine.events import BatchProgress, CancelToken, EventCallback, ignore_event
 
@@ -55,7 +54,7 @@ def read_for_bundle(bundle, path) -> np.ndarray:
     return array
 
 
-def preprocess_for_bundle(bundle, arrays: np.ndarray | list[np.ndarray]) -> torch.Tensor:
+def preprocess_for_bundle(bundle, arrays: np.ndarray | list[np.ndarray]):
     """The training preprocessing with the bundle's tile size and normalisation."""
     from sembridge_engine.data.transforms import preprocess_arrays
 
@@ -90,10 +89,10 @@ def classify_files(bundle, paths: Sequence, top_k: int = 3, batch_size: int = 32
                 errors[path] = getattr(error, "message", str(error))
         top_by_path: dict[Path, list[tuple[str, float]]] = {}
         if arrays:
-            probabilities = torch.from_numpy(predictor.predict(preprocess_for_bundle(bundle, arrays)))
-            values, indices = probabilities.topk(k, dim=1)
-            for path, row_values, row_indices in zip(readable, values.tolist(), indices.tolist()):
-                top_by_path[path] = [(bundle.class_names[index], float(value)) for index, value in zip(row_indices, row_values)]
+            probabilities = predictor.predict(arrays)
+            ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+            for path, row, indices in zip(readable, probabilities, ranked):
+                top_by_path[path] = [(bundle.class_names[index], float(row[index])) for index in indices]
         results.extend(TileResult(str(path), top_by_path.get(path), errors.get(path)) for path in batch_files)
         callback(BatchProgress(STAGE, 0, min(start + batch_size, len(files)), len(files)))
     return results

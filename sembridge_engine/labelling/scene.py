@@ -19,7 +19,6 @@ from sembridge_engine.events import CancelToken, EventCallback, ignore_event
 
 from . import writers
 from .accumulate import write_rasters
-from .classify import preprocess_for_bundle
 from .options import LabelOptions, SceneError
 from .predictor import Predictor, make_predictor
 from .scale import ScaleChoice
@@ -106,7 +105,8 @@ def gdal_cache_bytes(width: int, num_classes: int, probabilities: bool) -> int:
     return max(64 * 2**20, 2 * GTIFF_BLOCK * width * bytes_per_pixel)
 
 
-def _memory_estimate(bundle, layout: SceneLayout, batch: int, channels: int, itemsize: int, probabilities: bool) -> int:
+def _memory_estimate(bundle, predictor: Predictor, layout: SceneLayout, batch: int, channels: int, itemsize: int,
+                     probabilities: bool) -> int:
     classes = bundle.num_classes
     strip = layout.window_height * layout.width
     accumulators = (classes + 1) * strip * 4 + strip + (classes + 1) * (layout.width + 1) * 4
@@ -114,19 +114,18 @@ def _memory_estimate(bundle, layout: SceneLayout, batch: int, channels: int, ite
     chunk_width = min(layout.width, (batch - 1) * layout.stride + layout.window_width)
     reads = channels * layout.window_height * chunk_width * itemsize + 2 * batch * channels * layout.tile ** 2 * 4
     inputs = batch * channels * bundle.tile_size ** 2 * 4
-    parameters = sum(parameter.numel() * parameter.element_size() for parameter in bundle.model.parameters())
     cache = gdal_cache_bytes(layout.width, classes, probabilities)
-    return int(accumulators + finished_rows + reads + inputs * (1 + ACTIVATION_FACTOR) + parameters + cache)
+    return int(accumulators + finished_rows + reads + inputs * (1 + ACTIVATION_FACTOR) + predictor.model_bytes + cache)
 
 
-def _seconds_per_window(bundle, predictor: Predictor, tile: int, channels: int, batch: int) -> float:
+def _seconds_per_window(predictor: Predictor, tile: int, channels: int, batch: int) -> float:
     """Wall time per window of read-to-probabilities work, from one timed batch after a warm-up."""
     sample = min(batch, 16)
     generator = np.random.default_rng(0)
     windows = generator.integers(0, 256, size=(sample, channels, tile, tile), dtype=np.uint8)
-    predictor.predict(preprocess_for_bundle(bundle, windows))  # warm-up: kernels for this shape
+    predictor.predict(windows)  # warm-up: kernels (onnx: the session) for this shape
     started = time.perf_counter()
-    predictor.predict(preprocess_for_bundle(bundle, windows))
+    predictor.predict(windows)
     return (time.perf_counter() - started) / sample
 
 
@@ -139,8 +138,8 @@ def plan_scene(bundle, scene, options: LabelOptions | None = None) -> ScenePlan:
     with source.dataset:
         layout = source.layout
         skipped = source.empty_windows_estimate()
-        memory = _memory_estimate(bundle, layout, options.batch, len(source.indexes), source.dtype.itemsize, options.probabilities)
-    per_window = _seconds_per_window(bundle, predictor, layout.tile, len(source.indexes), options.batch)
+        memory = _memory_estimate(bundle, predictor, layout, options.batch, len(source.indexes), source.dtype.itemsize, options.probabilities)
+    per_window = _seconds_per_window(predictor, layout.tile, len(source.indexes), options.batch)
     return ScenePlan(
         scene=str(path), width=layout.width, height=layout.height, band_indexes=source.indexes, nodata=source.nodata,
         tile=layout.tile, stride=layout.stride, batch=options.batch, windows=layout.windows,
@@ -212,8 +211,7 @@ def label_scene(bundle, scene, out_dir, options: LabelOptions | None = None, *, 
             raise SceneError(source.scale.warning)
         out_dir.mkdir(parents=True, exist_ok=True)
         try:
-            writer, processed, skipped = write_rasters(source, bundle, lambda windows: preprocess_for_bundle(bundle, windows),
-                                                       predictor, options.batch, temporaries, callback, cancel)
+            writer, processed, skipped = write_rasters(source, bundle, predictor, options.batch, temporaries, callback, cancel)
             writers.write_qml(temporaries["style"], bundle.class_names, bundle.colours)
             if cancel is not None:
                 cancel.raise_if_cancelled()

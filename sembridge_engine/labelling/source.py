@@ -12,10 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
-import torch
 
 from sembridge_engine.events import CancelToken
 
@@ -216,10 +215,8 @@ class SceneSource:
         sample = self.read(out_shape=shape)
         return empty_windows(self.valid(sample, out_shape=shape), factor, self.layout)
 
-    def chunks(self, prepare: Callable[[np.ndarray], torch.Tensor], batch: int,
-               cancel: CancelToken | None) -> Iterator["Chunk"]:
-        """Strip by strip, chunks of at most ``batch`` windows: one bounded read each, nodata windows dropped,
-        the others turned into model inputs by ``prepare``."""
+    def chunks(self, batch: int, cancel: CancelToken | None) -> Iterator["Chunk"]:
+        """Strip by strip, chunks of at most ``batch`` windows: one bounded read each, nodata windows dropped."""
         from rasterio.windows import Window
 
         layout = self.layout
@@ -236,19 +233,19 @@ class SceneSource:
                 offsets = origins - left
                 valid_columns = np.concatenate(([0], np.cumsum(valid.any(axis=0))))
                 has_data = valid_columns[offsets + window_width] > valid_columns[offsets]
-                tiles = prepare(windows_from_chunk(pixels, offsets[has_data], layout)) if has_data.any() else None
+                tiles = windows_from_chunk(pixels, offsets[has_data], layout) if has_data.any() else None
                 yield Chunk(strip, left, valid, origins[has_data], tiles, int((~has_data).sum()), start + batch >= len(layout.xs))
 
 
 @dataclass
 class Chunk:
-    """One windowed read: which windows hold data, already turned into model inputs."""
+    """One windowed read: which windows hold data, and their raw pixels (the predictor's input)."""
 
     strip: int
     left: int
     valid: np.ndarray          # (window height, chunk width) valid input pixels
     starts: np.ndarray         # x (within the extent) of the windows with data
-    tiles: torch.Tensor | None  # their model inputs, None when every window is nodata
+    tiles: np.ndarray | None   # their raw (n, C, tile, tile) pixels, None when every window is nodata
     skipped: int
     last_in_strip: bool
 

@@ -73,11 +73,10 @@ def build_bundle(workdir: Path, arch: str) -> Path:
 
 
 def bare_inference_seconds(bundle, scene: Path, stride: int, batch: int) -> tuple[float, int]:
-    """Model time alone on the windows labelling classifies (already preprocessed, same batch size)."""
+    """Predictor time alone (preprocessing + model) on the raw windows labelling classifies, same batch size."""
     import numpy as np
     import rasterio
 
-    from sembridge_engine.labelling.classify import preprocess_for_bundle
     from sembridge_engine.labelling.predictor import make_predictor
     from sembridge_engine.labelling.windows import scene_layout
 
@@ -86,7 +85,7 @@ def bare_inference_seconds(bundle, scene: Path, stride: int, batch: int) -> tupl
         valid = ~(pixels == dataset.nodata).all(axis=0) if dataset.nodata is not None else np.ones(pixels.shape[1:], bool)
     layout = scene_layout(pixels.shape[2], pixels.shape[1], TILE, stride)
     origins = [(y, x) for y in layout.ys for x in layout.xs if valid[y:y + TILE, x:x + TILE].any()]
-    tiles = preprocess_for_bundle(bundle, np.stack([pixels[:, y:y + TILE, x:x + TILE] for y, x in origins]))
+    tiles = np.stack([pixels[:, y:y + TILE, x:x + TILE] for y, x in origins])
     predictor = make_predictor(bundle, "cpu")
     predictor.predict(tiles[:batch])
     best = best_cpu = float("inf")

@@ -75,7 +75,7 @@ def test_bundle_holds_weights_metadata_and_checked_onnx(run_dir, bundle_path):
     assert [(value.name, value.shape) for value in session.get_inputs()] == [("pixels", ["batch", 3, TEST_TILE, TEST_TILE])]
     arrays = [read_for_bundle(bundle, path) for path in [*demo_rgb_files(1), demo_non_square_rgb()]]
     assert {array.shape[1:] for array in arrays} >= {(256, 256), (249, 256)}
-    torch_probabilities = make_predictor(bundle, "cpu").predict(preprocess_for_bundle(bundle, arrays))
+    torch_probabilities = make_predictor(bundle, "cpu").predict(arrays)
     for array, expected in zip(arrays, torch_probabilities):
         graph = graph_for_window(onnx_bytes, array.shape[1], array.shape[2], TEST_TILE)
         window_session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])

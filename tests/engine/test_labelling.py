@@ -15,7 +15,6 @@ from PIL import Image
 from sembridge_engine.events import BatchProgress, CancelToken, Cancelled
 from sembridge_engine.bundle import load_bundle
 from sembridge_engine.training.outputs import export_bundle
-from sembridge_engine.labelling.classify import preprocess_for_bundle
 from sembridge_engine.labelling.options import LabelOptions, PixelWindow
 from sembridge_engine.labelling.predictor import make_predictor
 from sembridge_engine.colours import hex_to_rgb
@@ -110,7 +109,7 @@ def test_overlapping_windows_are_averaged_per_pixel(bundle, labelled):
     origins = [(int(y), int(x)) for y in layout.ys for x in layout.xs if valid[y:y + 32, x:x + 32].any()]
     assert len(origins) == layout.windows - result.windows_skipped
     windows = np.stack([scene[:, y:y + 32, x:x + 32] for y, x in origins])
-    window_probabilities = make_predictor(bundle, "cpu").predict(preprocess_for_bundle(bundle, windows))
+    window_probabilities = make_predictor(bundle, "cpu").predict(windows)
     total = np.zeros((len(DEMO_CLASSES), *scene.shape[1:]))
     count = np.zeros(scene.shape[1:])
     for (y, x), probabilities in zip(origins, window_probabilities):

@@ -35,7 +35,6 @@ def test_qgis_model_carries_deepness_metadata_and_segments_a_real_window(bundle,
     import rasterio
     from rasterio.windows import Window
 
-    from sembridge_engine.labelling.classify import preprocess_for_bundle
     from sembridge_engine.labelling.predictor import make_predictor
 
     out = tmp_path / "model_qgis.onnx"
@@ -57,7 +56,7 @@ def test_qgis_model_carries_deepness_metadata_and_segments_a_real_window(bundle,
         windows = np.stack([scene.read([1, 2, 3], window=Window(col, row, TEST_TILE, TEST_TILE))
                             for row, col in ((100, 100), (150, 40), (200, 250))])
     maps = session.run(None, {only_input.name: deepness_preprocess(windows, metadata)})[0]
-    expected = make_predictor(bundle, "cpu").predict(preprocess_for_bundle(bundle, windows))
+    expected = make_predictor(bundle, "cpu").predict(windows)
     assert maps.shape == (3, len(DEMO_CLASSES), TEST_TILE, TEST_TILE)
     np.testing.assert_allclose(maps, np.broadcast_to(expected[:, :, None, None], maps.shape), atol=1e-5)
 
@@ -76,7 +75,6 @@ def test_a_bundle_with_a_footprint_gives_resolution_and_tiles_of_a_training_imag
     """UC Merced-like footprint (256 px at 0.3 m): Deepness resamples the map to 30 cm/px and cuts 256 px
     tiles; a real 256 px photo through Deepness' preprocessing gets the bundle's own probabilities."""
     from sembridge_engine.data.readers import read_image
-    from sembridge_engine.labelling.classify import preprocess_for_bundle
     from sembridge_engine.labelling.predictor import make_predictor
 
     from .labelling_fixtures import demo_rgb_files
@@ -90,7 +88,7 @@ def test_a_bundle_with_a_footprint_gives_resolution_and_tiles_of_a_training_imag
     session, _ = _deepness_view(tmp_path / "m.onnx")
     photos = np.stack([read_image(path, as_rgb=True) for path in demo_rgb_files(1)[:2]])
     maps = session.run(None, {"input": deepness_preprocess(photos, metadata)})[0]
-    expected = make_predictor(bundle, "cpu").predict(preprocess_for_bundle(bundle, photos))
+    expected = make_predictor(bundle, "cpu").predict(photos)
     assert maps.shape == (2, len(DEMO_CLASSES), 256, 256)
     np.testing.assert_allclose(maps[:, :, 128, 7], expected, atol=1e-5)
     np.testing.assert_allclose(maps.min(axis=(2, 3)), maps.max(axis=(2, 3)))
