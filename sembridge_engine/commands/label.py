@@ -19,7 +19,7 @@ def _numbers(what: str, count: int | None, kind):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sembridge_engine.labelling.options import DEFAULT_BATCH
+    from sembridge_engine.labelling.options import DEFAULT_BATCH, RADIOMETRY_MODES, LabelOptions
 
     parser.add_argument("--model", required=True, metavar="BUNDLE", help="model bundle (.sembridge)")
     parser.add_argument("--scene", required=True, metavar="FILE", help="GeoTIFF (or any GDAL raster) to label")
@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ground one window covers, overriding the model's training footprint")
     parser.add_argument("--force-scale", action="store_true",
                         help="label even when the scene is far coarser or finer than the model's training data")
+    parser.add_argument("--radiometry", choices=RADIOMETRY_MODES, default=LabelOptions.radiometry,
+                        help="map the scene's values onto the training images': auto (percentiles, when they differ), "
+                        "dtype (full dtype ranges) or none (default auto)")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, metavar="N", help=f"windows per model batch (default {DEFAULT_BATCH})")
     parser.add_argument("--bands", type=_numbers("--bands", None, int), default=None, metavar="R,G,B",
                         help="1-based scene bands for the model's inputs (default: from band descriptions / colour interpretation)")
@@ -54,7 +57,7 @@ def options_from_args(args):
         tile=args.tile, stride=args.stride, batch=args.batch, bands=args.bands, nodata=args.nodata, device=args.device,
         probabilities=args.probabilities, polygons=not args.no_polygons, preview=not args.no_preview,
         window=PixelWindow(*args.window) if args.window else None, extent=tuple(args.extent) if args.extent else None,
-        footprint=args.footprint, force_scale=args.force_scale,
+        footprint=args.footprint, force_scale=args.force_scale, radiometry=args.radiometry,
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 DEFAULT_BATCH = 32
+RADIOMETRY_MODES = ("auto", "none", "dtype")
 DEFAULT_BLOCK = 512
 
 
@@ -35,7 +36,8 @@ class LabelOptions:
 
     ``tile``/``stride`` are scene pixels; by default the window covers the model's training footprint
     (``footprint`` metres overrides the bundle's) and the stride is half the window. ``force_scale``
-    labels scenes far coarser or finer than the training data anyway. ``bands`` are
+    labels scenes far coarser or finer than the training data anyway. ``radiometry`` (auto, none,
+    dtype) maps the scene's values onto the training images' (labelling.radiometry). ``bands`` are
     1-based scene bands in the model's band order. ``window`` (pixels) or ``extent`` (xmin, ymin,
     xmax, ymax in the scene's CRS) restrict labelling to part of the scene.
     """
@@ -53,6 +55,7 @@ class LabelOptions:
     extent: tuple[float, float, float, float] | None = None
     footprint: float | None = None
     force_scale: bool = False
+    radiometry: str = "auto"
     block: int = DEFAULT_BLOCK
 
     def __post_init__(self) -> None:
@@ -68,6 +71,8 @@ class LabelOptions:
             raise SceneError(f"block must be >= 16 pixels, got {self.block}")
         if self.footprint is not None and not (math.isfinite(self.footprint) and self.footprint > 0):
             raise SceneError(f"footprint must be a positive number of metres, got {self.footprint}")
+        if self.radiometry not in RADIOMETRY_MODES:
+            raise SceneError(f"radiometry must be one of {', '.join(RADIOMETRY_MODES)}, got {self.radiometry!r}")
         if self.nodata is not None and math.isinf(self.nodata):
             raise SceneError(f"nodata must be a finite number or nan, got {self.nodata}")
         if self.window is not None and self.extent is not None:

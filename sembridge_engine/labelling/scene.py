@@ -21,6 +21,7 @@ from . import writers
 from .accumulate import write_rasters
 from .options import LabelOptions, SceneError
 from .predictor import Predictor, make_predictor
+from .radiometry import RadiometryMapping
 from .scale import ScaleChoice
 from .source import SceneSource, open_source
 from .windows import SceneLayout, scene_layout
@@ -52,6 +53,7 @@ class ScenePlan:
     seconds_estimate: float
     device: str
     scale: ScaleChoice
+    radiometry: RadiometryMapping
 
     @property
     def blocked(self) -> bool:
@@ -60,12 +62,14 @@ class ScenePlan:
 
     def lines(self) -> list[str]:
         """The plan as a user reads it: scale, windows, memory, time, and any warning."""
-        lines = [self.scale.describe(),
+        lines = [self.scale.describe(), self.radiometry.describe(),
                  f"{self.width} x {self.height} px, bands {self.band_indexes}, window {self.tile} stride {self.stride}: "
                  f"{self.windows} windows (~{self.windows_skipped_estimate} nodata, skipped), "
                  f"~{self.memory_bytes / 2**20:.0f} MiB, ~{self.seconds_estimate:.0f} s on {self.device}"]
         if self.scale.warning:
             lines.append(("stopped: " if self.blocked else "warning: ") + self.scale.warning)
+        if self.radiometry.warning:
+            lines.append("warning: " + self.radiometry.warning)
         return lines
 
     @property
@@ -118,14 +122,13 @@ def _memory_estimate(bundle, predictor: Predictor, layout: SceneLayout, batch: i
     return int(accumulators + finished_rows + reads + inputs * (1 + ACTIVATION_FACTOR) + predictor.model_bytes + cache)
 
 
-def _seconds_per_window(predictor: Predictor, tile: int, channels: int, batch: int) -> float:
-    """Wall time per window of read-to-probabilities work, from one timed batch after a warm-up."""
-    sample = min(batch, 16)
-    generator = np.random.default_rng(0)
-    windows = generator.integers(0, 256, size=(sample, channels, tile, tile), dtype=np.uint8)
-    predictor.predict(windows)  # warm-up: kernels (onnx: the session) for this shape
+def _seconds_per_window(source: SceneSource, predictor: Predictor, batch: int) -> float:
+    """Wall time per window of radiometry, preprocessing and model work, from one timed batch after a warm-up."""
+    sample, tile = min(batch, 16), source.layout.tile
+    windows = np.random.default_rng(0).integers(0, 200, size=(sample, len(source.indexes), tile, tile)).astype(source.dtype)
+    predictor.predict(source.model_windows(windows))  # warm-up: kernels (onnx: the session) for this shape
     started = time.perf_counter()
-    predictor.predict(windows)
+    predictor.predict(source.model_windows(windows))
     return (time.perf_counter() - started) / sample
 
 
@@ -139,13 +142,13 @@ def plan_scene(bundle, scene, options: LabelOptions | None = None) -> ScenePlan:
         layout = source.layout
         skipped = source.empty_windows_estimate()
         memory = _memory_estimate(bundle, predictor, layout, options.batch, len(source.indexes), source.dtype.itemsize, options.probabilities)
-    per_window = _seconds_per_window(predictor, layout.tile, len(source.indexes), options.batch)
+        per_window = _seconds_per_window(source, predictor, options.batch)
     return ScenePlan(
         scene=str(path), width=layout.width, height=layout.height, band_indexes=source.indexes, nodata=source.nodata,
         tile=layout.tile, stride=layout.stride, batch=options.batch, windows=layout.windows,
         windows_skipped_estimate=skipped, memory_bytes=memory,
         seconds_estimate=(layout.windows - skipped) * per_window * PLAN_OVERHEAD, device=str(predictor.device),
-        scale=source.scale,
+        scale=source.scale, radiometry=source.radiometry,
     )
 
 
@@ -177,6 +180,7 @@ def _summary(source: SceneSource, bundle, options: LabelOptions, predictor: Pred
         "crs": source.crs.to_string() if source.crs else None, "bands": source.indexes, "nodata": source.nodata,
         "tile": layout.tile, "stride": layout.stride, "batch": options.batch, "device": str(predictor.device),
         "scale": source.scale.to_summary(), "scale_warning": source.scale.warning,
+        "radiometry": source.radiometry.to_summary(), "radiometry_warning": source.radiometry.warning,
         "windows": layout.windows, "windows_classified": processed, "windows_skipped": skipped,
         "labelled_pixels": int(writer.pixels.sum()), "nodata_pixels": writer.nodata_pixels, "seconds": round(seconds, 3),
         "classes": [

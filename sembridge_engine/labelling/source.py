@@ -19,9 +19,12 @@ import numpy as np
 from sembridge_engine.events import CancelToken
 
 from .options import LabelOptions, SceneError
+from .radiometry import RadiometryMapping, needs_samples, plan_radiometry, valid_samples
 from .scale import ScaleChoice, choose_window
 from .windows import SceneLayout, decimation, empty_windows, scene_layout, windows_from_chunk
 
+SAMPLE_GRID = 16      # radiometry sampling: a 16 x 16 lattice of windows ...
+SAMPLE_WINDOW = 32    # ... of 32 x 32 pixels (at most 262 144 pixels per band)
 RGB_SYNONYMS = {
     "red": ("red", "r", "b04", "b4", "sr_b4"),
     "green": ("green", "g", "b03", "b3", "sr_b3"),
@@ -149,6 +152,27 @@ class SceneSource:
     extent: object            # rasterio Window of the labelled part, in scene pixels
     layout: SceneLayout
     scale: ScaleChoice        # why the windows have their size
+    radiometry: RadiometryMapping | None = None
+
+    def model_windows(self, windows: np.ndarray) -> np.ndarray:
+        """Native windows as the predictor takes them: through this scene's radiometry mapping (when it has one)."""
+        return self.radiometry.apply(windows) if self.radiometry is not None else windows
+
+    def sample_pixels(self, grid: int = SAMPLE_GRID, size: int = SAMPLE_WINDOW) -> np.ndarray:
+        """(bands, n) valid, finite pixel values from a ``grid`` x ``grid`` lattice of ``size``-px windows spread
+        over the extent (the whole extent when it is small): a bounded read, whatever the scene's size."""
+        from rasterio.windows import Window
+
+        if self.width <= grid * size and self.height <= grid * size:
+            pixels = self.read()
+            return valid_samples(pixels, self.valid(pixels))
+        samples = []
+        for top in np.linspace(0, max(0, self.height - size), grid).astype(int):
+            for left in np.linspace(0, max(0, self.width - size), grid).astype(int):
+                window = Window(int(left), int(top), min(size, self.width), min(size, self.height))
+                pixels = self.read(window)
+                samples.append(valid_samples(pixels, self.valid(pixels, window)))
+        return np.concatenate(samples, axis=1)
 
     @property
     def width(self) -> int:
@@ -189,27 +213,25 @@ class SceneSource:
         return self.dataset.read(bands, window=scene_window, out_shape=(len(bands), *out_shape), resampling=Resampling.nearest)
 
     def valid(self, pixels: np.ndarray, window=None, out_shape: tuple[int, int] | None = None) -> np.ndarray:
-        """(h, w) True where at least one selected band of ``pixels`` (read at ``window``) holds data."""
+        """(h, w) True where the selected bands of ``pixels`` (read at ``window``) hold data: not every band
+        at the nodata value (or masked by the file) and, for float data, no band NaN or infinite."""
         from rasterio.enums import Resampling
 
-        if self.nodata is not None:
-            if math.isnan(self.nodata):
-                return ~np.isnan(pixels).all(axis=0)
-            return ~(pixels == self.nodata).all(axis=0)
-        if self.use_mask:
+        if self.nodata is not None and not math.isnan(self.nodata):
+            valid = ~(pixels == self.nodata).all(axis=0)
+        elif self.use_mask:
             scene_window = self._scene_window(window)
-            if out_shape is None:
-                return self.dataset.read_masks(self.indexes[0], window=scene_window) > 0
-            return self.dataset.read_masks(self.indexes[0], window=scene_window, out_shape=out_shape,
-                                           resampling=Resampling.nearest) > 0
-        valid = np.ones(pixels.shape[1:], dtype=bool)
+            options = {} if out_shape is None else {"out_shape": out_shape, "resampling": Resampling.nearest}
+            valid = self.dataset.read_masks(self.indexes[0], window=scene_window, **options) > 0
+        else:
+            valid = np.ones(pixels.shape[1:], dtype=bool)
         if pixels.dtype.kind == "f":
-            valid &= ~np.isnan(pixels).all(axis=0)
+            valid &= np.isfinite(pixels).all(axis=0)
         return valid
 
     def empty_windows_estimate(self) -> int:
         """Windows without valid pixels, judged on a decimated read (at most 512 px on a side)."""
-        if self.nodata is None and not self.use_mask:
+        if self.nodata is None and not self.use_mask and self.dtype.kind != "f":
             return 0
         factor, shape = decimation(self.layout)
         sample = self.read(out_shape=shape)
@@ -233,7 +255,7 @@ class SceneSource:
                 offsets = origins - left
                 valid_columns = np.concatenate(([0], np.cumsum(valid.any(axis=0))))
                 has_data = valid_columns[offsets + window_width] > valid_columns[offsets]
-                tiles = windows_from_chunk(pixels, offsets[has_data], layout) if has_data.any() else None
+                tiles = self.model_windows(windows_from_chunk(pixels, valid, offsets[has_data], layout)) if has_data.any() else None
                 yield Chunk(strip, left, valid, origins[has_data], tiles, int((~has_data).sum()), start + batch >= len(layout.xs))
 
 
@@ -272,7 +294,10 @@ def open_source(path: Path, bundle, options: LabelOptions) -> SceneSource:
         if stride > scale.window:
             raise SceneError(f"stride must be between 1 and the window size {scale.window} (windows must touch or overlap), got {stride}")
         layout = scene_layout(width, height, scale.window, stride)
-        return SceneSource(path, dataset, indexes, nodata, use_mask, extent, layout, scale)
+        source = SceneSource(path, dataset, indexes, nodata, use_mask, extent, layout, scale)
+        samples = source.sample_pixels() if needs_samples(options.radiometry, bundle.radiometry) else None
+        source.radiometry = plan_radiometry(options.radiometry, bundle.radiometry, source.dtype, samples)
+        return source
     except BaseException:
         dataset.close()
         raise

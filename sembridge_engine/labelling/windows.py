@@ -7,6 +7,7 @@ a scene smaller than one window is reflection-padded (symmetric) to the window s
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,16 +47,41 @@ def scene_layout(width: int, height: int, tile: int, stride: int) -> SceneLayout
                        window_starts(width, tile, stride), window_starts(height, tile, stride))
 
 
-def windows_from_chunk(chunk: np.ndarray, offsets: np.ndarray, layout: SceneLayout) -> np.ndarray:
-    """(n, C, tile, tile) windows cut from a (C, h, w) chunk at column offsets; padded when the scene is smaller."""
-    views = np.lib.stride_tricks.sliding_window_view(chunk, layout.window_width, axis=2)
-    windows = views[:, :, offsets].transpose(2, 0, 1, 3)
-    pad_rows, pad_cols = layout.tile - layout.window_height, layout.tile - layout.window_width
-    if pad_rows or pad_cols:
-        windows = np.pad(windows, ((0, 0), (0, 0), (0, pad_rows), (0, pad_cols)), mode="symmetric")
-    if windows.dtype.kind == "f":
-        windows = np.nan_to_num(windows, nan=0.0)
-    return np.ascontiguousarray(windows)
+def windows_from_chunk(chunk: np.ndarray, valid: np.ndarray, offsets: np.ndarray, layout: SceneLayout) -> np.ndarray:
+    """(n, C, tile, tile) windows cut from a (C, h, w) chunk at column offsets; padded when the scene is smaller.
+
+    Pixels that are not ``valid`` (nodata, NaN, infinite) are filled with the median of the window's valid
+    pixels in that band, as training fills its tiles, so neither the nodata value nor a NaN reaches the model.
+    """
+    def cut(array: np.ndarray) -> np.ndarray:
+        views = np.lib.stride_tricks.sliding_window_view(array, layout.window_width, axis=2)
+        windows = views[:, :, offsets].transpose(2, 0, 1, 3)
+        pad_rows, pad_cols = layout.tile - layout.window_height, layout.tile - layout.window_width
+        if pad_rows or pad_cols:
+            windows = np.pad(windows, ((0, 0), (0, 0), (0, pad_rows), (0, pad_cols)), mode="symmetric")
+        return np.ascontiguousarray(windows)
+
+    windows = cut(chunk)
+    return fill_invalid(windows, cut(valid[None])[:, 0])
+
+
+def fill_invalid(windows: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Invalid pixels of (n, C, h, w) ``windows`` (``valid`` is (n, h, w)) set to each window's per-band median
+    of its valid pixels (0 where a window has none); windows without invalid pixels are left untouched."""
+    broken = ~valid.reshape(len(valid), -1).all(axis=1)
+    if not broken.any():
+        return windows
+    values = windows[broken].astype(np.float64)
+    invalid = ~valid[broken][:, None].repeat(windows.shape[1], axis=1)
+    values[invalid] = np.nan
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: filled with 0 below
+        medians = np.nan_to_num(np.nanmedian(values, axis=(2, 3)), nan=0.0)
+    filled = np.where(invalid, medians[:, :, None, None], values)
+    if windows.dtype.kind in "ui":
+        filled = np.rint(filled)
+    windows[broken] = filled.astype(windows.dtype)
+    return windows
 
 
 def empty_windows(valid: np.ndarray, factor: int, layout: SceneLayout) -> int:

@@ -244,7 +244,7 @@ def assemble_run_data(config: RunConfig, *, need_ms: bool, log: Callable[[str], 
     raw_train = rgb.tiles.subset(rgb_train)
     rgb_stats = compute_channel_stats(raw_train)
     headers = _headers([rgb.paths[index] for index in rgb_train.tolist()])
-    radiometry = input_radiometry(raw_train, [header.dtype for header in headers])
+    radiometry = input_radiometry([header.path for header in headers], [header.dtype for header in headers])
     rgb.tiles.use_stats(rgb_stats)
     run_data = RunData(
         preset=preset, ms_classes=list(ms_index.classes), student_classes=student_classes,

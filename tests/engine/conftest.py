@@ -47,3 +47,11 @@ def data_demo_tile() -> Path:
 @pytest.fixture
 def data_demo_rgb_image() -> Path:
     return sorted((demo_project() / "rgb" / "Forest").glob("*.png"))[0]
+
+
+@pytest.fixture(scope="session")
+def scale_bundle(tmp_path_factory):
+    """A bundle with footprint and radiometry that tells several demo classes apart (labelling_fixtures)."""
+    from .labelling_fixtures import make_scale_bundle
+
+    return make_scale_bundle(tmp_path_factory.mktemp("scale-bundle"))

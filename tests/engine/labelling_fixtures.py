@@ -54,11 +54,33 @@ def demo_scene() -> Path:
     return demo_project() / "scene" / "scene_subset.tif"
 
 
-def _scale_record(files: list[Path], tiles: torch.Tensor, rgb_gsd: float) -> dict:
+def demo_mosaic() -> Path:
+    """The held-out UC Merced mosaic (0.3 m, EPSG:32610) and its reference GeoPackage's path, by stem."""
+    return demo_project() / "scene" / "ucmerced_mosaic.tif"
+
+
+def scene_with_gsd(path: Path, gsd: float, source: Path | None = None, factor: int = 1, crs: str = "EPSG:32618") -> Path:
+    """The real pixels of ``source`` (default: the demo Landsat subset; every ``factor``-th) written with ``gsd`` metre pixels."""
+    import rasterio
+    from affine import Affine
+
+    with rasterio.open(source or demo_scene()) as dataset:
+        data, profile = dataset.read()[:, ::factor, ::factor], dataset.profile
+    transform = Affine(gsd, 0, 500000, 0, -gsd, 4000000)
+    profile = {**profile, "width": data.shape[2], "height": data.shape[1], "transform": transform, "crs": crs,
+               "compress": "deflate", "photometric": "minisblack"}
+    with rasterio.open(path, "w", **profile) as dataset:
+        dataset.write(data)
+    return path
+
+
+
+
+def _scale_record(files: list[Path], rgb_gsd: float) -> dict:
     """Footprint and radiometry exactly as training records them (data.geometry / data.radiometry)."""
     headers = [read_header(path) for path in files]
     return {"footprint": training_footprint(headers, rgb_gsd),
-            "input_radiometry": input_radiometry(tiles, [header.dtype for header in headers])}
+            "input_radiometry": input_radiometry([str(path) for path in files], [header.dtype for header in headers])}
 
 
 def make_run_folder(run_dir: Path, *, arch: str = TEST_ARCH, tile_size: int = TEST_TILE,
@@ -93,6 +115,16 @@ def make_run_folder(run_dir: Path, *, arch: str = TEST_ARCH, tile_size: int = TE
         "tile_size": tile_size, "band_names": ["R", "G", "B"], "channel_stats": stats.to_dict(),
         "final_metrics": {"test_oa": 0.5, "test_f1": 0.4}, "config_hash": "0123456789abcdef",
         "engine_version": __version__, "created": "2026-11-22T00:00:00+00:00",
-        **(_scale_record(files, tiles, rgb_gsd) if rgb_gsd else {}),
+        **(_scale_record(files, rgb_gsd) if rgb_gsd else {}),
     }, indent=2))
     return run_dir
+
+
+def make_scale_bundle(folder: Path):
+    """A bundle with a recorded footprint (demo photos at 0.3 m) and radiometry, fitted on 10 demo images per class
+    so that it tells several classes apart (radiometry and assessment tests need a model whose answers move)."""
+    from sembridge_engine.bundle import load_bundle
+    from sembridge_engine.training.outputs import export_bundle
+
+    run = make_run_folder(folder / "run", rgb_gsd=0.3, per_class=10, fit_steps=40)
+    return load_bundle(export_bundle(run, check_onnx=False))

@@ -22,7 +22,7 @@ from sembridge_engine.labelling.scene import label_scene, plan_scene
 from sembridge_engine.training.dataset import assemble_run_data
 from sembridge_engine.training.outputs import export_bundle
 
-from .labelling_fixtures import TEST_TILE, demo_scene, make_run_folder
+from .labelling_fixtures import TEST_TILE, demo_scene, make_run_folder, scene_with_gsd
 from .labelling_fixtures import single_torch_thread  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -30,26 +30,14 @@ UCM_GSD = 0.3
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
+def bundle(scale_bundle):
     """A bundle whose student.json records footprint and radiometry as training does (demo photos at 0.3 m)."""
-    run = make_run_folder(tmp_path_factory.mktemp("footprint") / "run", rgb_gsd=UCM_GSD)
-    return load_bundle(export_bundle(run, check_onnx=False))
+    return scale_bundle
 
 
 @pytest.fixture(scope="module")
 def old_bundle(tmp_path_factory):
     return load_bundle(export_bundle(make_run_folder(tmp_path_factory.mktemp("old") / "run"), check_onnx=False))
-
-
-def _scene_at(path: Path, gsd: float, crs: str = "EPSG:32618", factor: int = 1) -> Path:
-    """The real demo Landsat subset's pixels (every ``factor``-th) written with ``gsd`` metre pixels."""
-    with rasterio.open(demo_scene()) as source:
-        data, profile = source.read()[:, ::factor, ::factor], source.profile
-    transform = Affine(gsd, 0, 500000, 0, -gsd, 4000000)
-    profile = {**profile, "width": data.shape[2], "height": data.shape[1], "transform": transform, "crs": crs}
-    with rasterio.open(path, "w", **profile) as dataset:
-        dataset.write(data)
-    return path
 
 
 def _summary(result) -> dict:
@@ -119,7 +107,7 @@ def test_bundle_carries_footprint_and_radiometry_and_refuses_broken_values(bundl
 
 @pytest.mark.parametrize("gsd", [0.3, 0.45])
 def test_window_covers_the_training_footprint_within_one_pixel(bundle, tmp_path, gsd):
-    scene = _scene_at(tmp_path / "scene.tif", gsd)
+    scene = scene_with_gsd(tmp_path / "scene.tif", gsd)
     plan = plan_scene(bundle, scene, LabelOptions(device="cpu"))
     assert abs(plan.tile * gsd - bundle.footprint_m) <= gsd  # within one scene pixel
     assert plan.stride == plan.tile // 2 and not plan.blocked
@@ -144,8 +132,8 @@ def test_geographic_scene_gsd_is_measured_at_its_centre(bundle, tmp_path):
 
 
 def test_three_times_coarser_scene_gets_a_three_times_smaller_window(bundle, tmp_path):
-    fine = plan_scene(bundle, _scene_at(tmp_path / "fine.tif", 0.3), LabelOptions(device="cpu"))
-    coarse = plan_scene(bundle, _scene_at(tmp_path / "coarse.tif", 0.9, factor=3), LabelOptions(device="cpu"))
+    fine = plan_scene(bundle, scene_with_gsd(tmp_path / "fine.tif", 0.3), LabelOptions(device="cpu"))
+    coarse = plan_scene(bundle, scene_with_gsd(tmp_path / "coarse.tif", 0.9, factor=3), LabelOptions(device="cpu"))
     assert fine.tile == 256 and coarse.tile == 85 and not coarse.blocked
 
 
@@ -165,7 +153,7 @@ def test_far_too_coarse_scene_stops_naming_both_resolutions_and_labels_when_forc
 
 
 def test_scene_smaller_than_the_footprint_stops_and_footprint_option_overrides(bundle, tmp_path):
-    small = _scene_at(tmp_path / "small.tif", 0.1)  # 320 x 288 px at 0.1 m: the 76.8 m footprint is 768 px
+    small = scene_with_gsd(tmp_path / "small.tif", 0.1)  # 320 x 288 px at 0.1 m: the 76.8 m footprint is 768 px
     with pytest.raises(SceneError, match=r"smaller than one training image.*768 pixels.*sembridge classify"):
         label_scene(bundle, small, tmp_path / "x", LabelOptions(device="cpu"))
     assert plan_scene(bundle, small, LabelOptions(device="cpu")).blocked

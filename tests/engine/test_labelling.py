@@ -19,6 +19,7 @@ from sembridge_engine.labelling.options import LabelOptions, PixelWindow
 from sembridge_engine.labelling.predictor import make_predictor
 from sembridge_engine.colours import hex_to_rgb
 from sembridge_engine.labelling.scene import SceneError, label_scene, plan_scene, scene_layout
+from sembridge_engine.labelling.windows import fill_invalid
 
 from .labelling_fixtures import DEMO_CLASSES, demo_scene, make_run_folder
 from .labelling_fixtures import single_torch_thread  # noqa: F401  (fixture)
@@ -99,7 +100,8 @@ def test_nodata_border_stays_nodata_and_every_valid_pixel_is_labelled(labelled):
 
 
 def test_overlapping_windows_are_averaged_per_pixel(bundle, labelled):
-    """Brute force: classify every window on its own and average over each pixel's covering windows."""
+    """Brute force: classify every window on its own (nodata pixels filled with the window's band medians)
+    and average over each pixel's covering windows."""
     result, _, _ = labelled
     with rasterio.open(demo_scene()) as dataset:
         scene = dataset.read()
@@ -108,7 +110,8 @@ def test_overlapping_windows_are_averaged_per_pixel(bundle, labelled):
     assert layout.xs[-1] + 32 == scene.shape[2] and layout.ys[-1] + 32 == scene.shape[1]  # edge windows shifted inside
     origins = [(int(y), int(x)) for y in layout.ys for x in layout.xs if valid[y:y + 32, x:x + 32].any()]
     assert len(origins) == layout.windows - result.windows_skipped
-    windows = np.stack([scene[:, y:y + 32, x:x + 32] for y, x in origins])
+    windows = fill_invalid(np.stack([scene[:, y:y + 32, x:x + 32] for y, x in origins]),
+                           np.stack([valid[y:y + 32, x:x + 32] for y, x in origins]))
     window_probabilities = make_predictor(bundle, "cpu").predict(windows)
     total = np.zeros((len(DEMO_CLASSES), *scene.shape[1:]))
     count = np.zeros(scene.shape[1:])
@@ -276,7 +279,7 @@ def test_nodata_override_internal_mask_and_float_or_uint16_scenes_scaled_like_tr
     assert np.array_equal(_read(from_mask.classes, 1)[0], _read(reference.classes, 1)[0])
 
     # float32 reflectance in [0, 1] with NaN nodata: scale_by_dtype keeps floats, uint8 is divided by 255.
-    reflectance = np.where(data == 0, np.nan, data / np.float32(255)).astype(np.float32)
+    reflectance = np.where((data == 0).all(axis=0), np.nan, data / np.float32(255)).astype(np.float32)
     floating = _write_like(tmp_path / "float.tif", reflectance, profile, nodata=float("nan"))
     result = label_scene(bundle, floating, tmp_path / "float", LabelOptions(stride=24, device="cpu", polygons=False))
     classes, reference_classes = _read(result.classes, 1)[0], _read(reference.classes, 1)[0]
