@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test check venv bench
+.PHONY: run test check venv bench installer
 
 venv: $(STAMP)
 
@@ -34,3 +34,10 @@ check:
 
 bench: $(STAMP)
 	$(PY) tests/benchmarks/speed.py
+
+# Installers (installers/README.md): PyInstaller folders of the app (CPU torch) and of the torch-free
+# labeller, built from their own venvs under INSTALLER_DIR; not part of `make test`.
+INSTALLER_DIR ?= build/installer
+INSTALLER_VARIANTS ?= cpu,label
+installer: $(STAMP)
+	$(PY) installers/build.py --build-dir $(INSTALLER_DIR) --variants $(INSTALLER_VARIANTS) --python "$$($(PY) -c 'import sys; print(sys._base_executable)')"

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import sys
+from typing import Sequence
 from pathlib import Path
 
 COMMANDS = {
@@ -26,20 +27,21 @@ def _command_module(name: str):
     return importlib.import_module(f"sembridge_engine.commands.{name}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Sequence[str] = tuple(COMMANDS)) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sembridge", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, help_text in COMMANDS.items():
+    for name, help_text in ((name, COMMANDS[name]) for name in commands):
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
         _command_module(name).add_arguments(command_parser)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, commands: Sequence[str] = tuple(COMMANDS)) -> int:
+    """Run one sub-command; ``commands`` limits the choice (the labelling-only build offers classify and label)."""
     # Idle OpenMP threads sleep instead of spinning: the engine's decoder threads and other
     # processes share the cores, and spinning slowed training 2-3x on a busy 2-core machine.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    args = build_parser().parse_args(argv)
+    args = build_parser(commands).parse_args(argv)
     try:
         return int(_command_module(args.command).run(args) or 0)
     except KeyboardInterrupt:

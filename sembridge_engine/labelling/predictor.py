@@ -157,7 +157,7 @@ def onnxruntime_installed() -> bool:
 def open_bundle(path, backend: str = "auto"):
     """The bundle at ``path`` loaded for ``backend``: metadata and ONNX graph only (no torch) for onnx,
     the PyTorch model for torch; ``auto`` takes onnx when onnxruntime is installed and the bundle has the graph."""
-    from sembridge_engine.bundle.format import read_bundle_info
+    from sembridge_engine.bundle.format import BundleError, read_bundle_info
 
     if backend not in BACKENDS:
         raise ValueError(f"unknown inference backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
@@ -165,8 +165,12 @@ def open_bundle(path, backend: str = "auto"):
         info = read_bundle_info(Path(path))
         if backend == "onnx" or (onnxruntime_installed() and info.has_pixels_onnx):
             return info
-    from sembridge_engine.bundle.model import load_bundle
-
+    try:
+        from sembridge_engine.bundle.model import load_bundle
+    except ModuleNotFoundError:  # the labelling-only build (installers/) has no torch
+        why = "--backend torch" if backend == "torch" else "it has no raw-pixel model.onnx (or onnxruntime is missing)"
+        raise BundleError(f"{path}: needs PyTorch ({why}), which this installation does not have; "
+                          "re-export the bundle with 'sembridge export' to give it its ONNX graph") from None
     return load_bundle(path)
 
 

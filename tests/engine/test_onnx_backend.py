@@ -163,3 +163,23 @@ def test_execution_providers_follow_the_device_and_what_onnxruntime_offers():
 
 def test_the_demo_classes_are_what_both_backends_name(bundle_path):
     assert open_bundle(bundle_path, "onnx").class_names == load_bundle(bundle_path).class_names == DEMO_CLASSES
+
+
+def test_without_torch_a_bundle_lacking_its_graph_is_a_clear_message(bundle_path, tmp_path, monkeypatch):
+    """What the labelling-only build (no torch) says for a bundle it cannot run."""
+    without_graph = tmp_path / "old.sembridge"
+    with zipfile.ZipFile(bundle_path) as source, zipfile.ZipFile(without_graph, "w") as target:
+        for name in ("metadata.json", "weights.safetensors"):
+            target.writestr(name, source.read(name))
+    monkeypatch.setitem(sys.modules, "sembridge_engine.bundle.model", None)  # importing it now fails as without torch
+    with pytest.raises(BundleError, match=r"old\.sembridge: needs PyTorch \(it has no raw-pixel model\.onnx.*re-export"):
+        open_bundle(without_graph, "auto")
+    assert open_bundle(bundle_path, "auto").class_names == DEMO_CLASSES
+
+
+def test_the_labelling_only_command_line_offers_classify_and_label_only(capsys):
+    from sembridge_engine.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--config", "x.toml"], commands=("classify", "label"))
+    assert "invalid choice: 'train'" in capsys.readouterr().err
