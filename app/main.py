@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import sys
 from pathlib import Path
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     # training and fewer UI stalls on a 2-core box (tests/benchmarks/bench_gui_stall.py).
     # Must be set before torch is imported, which the app does lazily.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    multiprocessing.freeze_support()  # a frozen app starts its training process through this entry point
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     setup_logging()

@@ -162,6 +162,15 @@ class DropArea(LocalPathDrops, QFrame):
         self.pathsDropped.emit(paths)
 
 
+def steady_label(text: str = "", lines: int = 2) -> QLabel:
+    """A word-wrapped label always ``lines`` lines high: its text can change while a run goes on
+    without re-laying out the page (a relayout resizes and redraws every plot on it)."""
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setFixedHeight(lines * label.fontMetrics().lineSpacing() + 4)
+    return label
+
+
 def error_label() -> QLabel:
     """An inline, word-wrapped label for user-facing errors (hidden while empty)."""
     label = QLabel()

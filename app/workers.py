@@ -155,31 +155,68 @@ def warm_up_engine() -> None:
 
 
 class TrainWorker(EngineWorker):
-    """training.train(config) or, with ``resume_dir``, training.resume(run_dir)."""
+    """training.train(config) or, with ``resume_dir``, training.resume(run_dir), in a child process
+    (app/training_process.py explains why); this thread relays the child's events as signals."""
 
-    def __init__(self, config: Any = None, *, run_dir: Path | None = None,
-                 resume_dir: Path | None = None, parent=None) -> None:
+    def __init__(self, config: Any = None, *, resume_dir: Path | None = None, parent=None) -> None:
         if (config is None) == (resume_dir is None):
             raise ValueError("TrainWorker needs either a config or a run folder to resume")
         self.config = config
-        self.run_dir = Path(resume_dir) if resume_dir else (Path(run_dir) if run_dir else None)
+        self.run_dir = Path(resume_dir) if resume_dir else None
         self.resuming = resume_dir is not None
+        self._stop = None
         super().__init__(self._train, parent)
+
+    def cancel(self) -> None:
+        super().cancel()
+        if self._stop is not None:
+            self._stop.set()
 
     def on_event(self, event: Any) -> None:
         if isinstance(event, (RunFinished, RunFailed)):
             self.run_dir = Path(event.run_dir)
         super().on_event(event)
 
-    def _train(self, callback, cancel):
-        from sembridge_engine import training
+    def _train(self, _callback, cancel):
+        import multiprocessing
+        import os
+        import queue
 
-        if self.resuming:
-            result = training.resume(self.run_dir, callback=callback, cancel=cancel)
-        else:
-            result = training.train(self.config, run_dir=self.run_dir, callback=callback, cancel=cancel)
-        self.run_dir = Path(result.run_dir)
-        return result
+        from app import training_process
+
+        context = multiprocessing.get_context("spawn")
+        events, self._stop = context.Queue(), context.Event()
+        if cancel.cancelled:
+            self._stop.set()
+        child = context.Process(target=training_process.run_training, name="sembridge-training", daemon=True,
+                                args=(self.config, str(self.run_dir) if self.resuming else None, events, self._stop,
+                                      os.getpid()))
+        child.start()
+        try:
+            while True:
+                try:
+                    item = events.get(timeout=1.0)  # blocks without the GIL; wakes to see whether the child died
+                except queue.Empty:
+                    if not child.is_alive():
+                        raise RuntimeError(f"the training process stopped unexpectedly (exit code {child.exitcode}); "
+                                           "the run can be resumed from its last checkpoint") from None
+                    continue
+                if not isinstance(item, tuple):
+                    self.on_event(item)
+                    continue
+                outcome, payload = item
+                if outcome == training_process.DONE:
+                    self.run_dir = Path(payload.run_dir)
+                    return payload
+                if outcome == training_process.CANCELLED:
+                    raise Cancelled("cancelled by the user")
+                message, details = payload
+                log.error("training process failed:\n%s", details)
+                raise RuntimeError(message)
+        finally:
+            child.join(30)
+            if child.is_alive():
+                child.terminate()
 
 
 def run_in_worker(function: Callable[..., Any], *args: Any, parent=None, **kwargs: Any) -> EngineWorker:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import QTimer, Qt, Signal
 from PySide6.QtGui import QTextCursor
 from PySide6.QtWidgets import (
     QComboBox, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QTabWidget, QVBoxLayout, QWidget,
@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 
 from app.monitor.plots import ConfusionView, F1Bars, MetricPlot
 from app.monitor.progress import StageProgress
-from app.widgets import open_folder
+from app.widgets import open_folder, steady_label
 from sembridge_engine.training.rundir import METRIC_GROUPS, STAGES, RunFolder, scalar
 
 GROUP_OF = {metric: group for group, metrics in METRIC_GROUPS.items() for metric in metrics}
@@ -48,8 +48,7 @@ class MonitorPanel(QWidget):
         self.markers: dict[int, str] = {}  # student epoch -> label of its matching round
         self.shown_stage = "student"
 
-        self.title = QLabel("<b>No run in progress.</b> Launch one from Train, or resume one from Projects & runs.")
-        self.title.setWordWrap(True)
+        self.title = steady_label("<b>No run in progress.</b> Launch one from Train, or resume one from Projects & runs.")
         self.cancel_button = QPushButton("Cancel run")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
@@ -59,17 +58,18 @@ class MonitorPanel(QWidget):
         self.stage_combo.setCurrentIndex(STAGES.index(self.shown_stage))
         self.stage_combo.currentIndexChanged.connect(lambda _i: self.show_stage(self.stage_combo.currentData()))
         self.stages = StageProgress()
-        self.transport_plot = MetricPlot("Transport cost (student vs teacher, log scale)", "cost", log=True)
-        self.accuracy_plot = MetricPlot("Accuracy and macro F1", "score")
-        self.loss_plot = MetricPlot("Loss components", "loss", legend_columns=3)
+        self.transport_plot = MetricPlot("Transport cost (student vs teacher, log scale)", "cost",
+                                         METRIC_GROUPS["transport"], log=True)
+        self.accuracy_plot = MetricPlot("Accuracy and macro F1", "score", METRIC_GROUPS["accuracy"])
+        self.loss_plot = MetricPlot("Loss components", "loss", METRIC_GROUPS["loss"])
         self.plots = {"transport": self.transport_plot, "accuracy": self.accuracy_plot, "loss": self.loss_plot}
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(5000)
         self.confusion = ConfusionView()
         self.f1_bars = F1Bars()
-        self.result_label = QLabel()
-        self.result_label.setWordWrap(True)
+        self.result_label = steady_label()
+        self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.bundle_button = QPushButton("Show model bundle")
         self.bundle_button.setEnabled(False)
         self.bundle_button.clicked.connect(self._open_bundle)
@@ -188,7 +188,7 @@ class MonitorPanel(QWidget):
         self.title.setText(f"<b>{folder.name}</b> ({folder.status})")
         self._load_history(folder)
         self.stages.eta_label.setText("Loaded from the run folder.")
-        self.show_results(Path(run_dir))
+        self.show_results(Path(run_dir), open_tab=True)
 
     # -- events -------------------------------------------------------------------------------
     def on_stage_started(self, stage: str, epochs: int) -> None:
@@ -301,8 +301,10 @@ class MonitorPanel(QWidget):
         self.result_label.setText(message)
 
     # -- results ----------------------------------------------------------------------------
-    def show_results(self, run_dir: Path) -> None:
-        """The finished student's test results (nothing before the run has finished)."""
+    def show_results(self, run_dir: Path, open_tab: bool = False) -> None:
+        """The finished student's test results (nothing before the run has finished). A live run
+        does not switch tabs by itself: laying out the other tab costs the UI thread ~30 ms, a
+        visible freeze on a busy machine; the headline says where the results are."""
         self.run_dir = run_dir
         folder = RunFolder(run_dir)
         final = folder.final_metrics()
@@ -319,6 +321,8 @@ class MonitorPanel(QWidget):
                     if final.value(key) is not None]
         if final.best_epoch is not None:
             headline.append(f"student of epoch {final.best_epoch}")
+        if final.values and not open_tab:
+            headline.append("confusion matrix and per-class F1 in the Results tab")
         text = f"Run folder: {run_dir}"
         if headline:
             text = " · ".join(headline) + "\n" + text
@@ -328,7 +332,8 @@ class MonitorPanel(QWidget):
         if final.values:
             results = self.tabs.indexOf(self.results_tab)
             self.tabs.setTabEnabled(results, True)
-            self.tabs.setCurrentIndex(results)
+            if open_tab:
+                self.tabs.setCurrentIndex(results)
 
     def _open_bundle(self) -> None:
         if self.run_dir is not None:

@@ -11,7 +11,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
            "#7f7f7f", "#bcbd22")
@@ -42,37 +42,49 @@ class DecadeAxis(pg.AxisItem):
         return [f"{10 ** value:g}" if decade else "" for value, decade in zip(values, decades)]
 
 
-class MetricPlot(pg.PlotWidget):
-    """A plot with one named curve per metric against epochs, a legend below the axes and vertical
-    markers; ``log`` puts the values on a log scale."""
+class MetricPlot(QWidget):
+    """Curves of a fixed set of metrics against epochs, vertical markers, and a legend line below.
 
-    def __init__(self, title: str, y_label: str, legend_columns: int = 3, log: bool = False,
+    Every curve is made once, here: making curves and pyqtgraph legend entries while a run trains
+    cost the UI thread ~40 ms at each stage start (three plots, twelve curves), the biggest share
+    of the freezes left once training ran in its own process. Clearing only empties the curves;
+    the legend is a rich-text label listing the metrics that have data, cheap to rewrite.
+    ``log`` puts the values on a log scale."""
+
+    def __init__(self, title: str, y_label: str, metrics: tuple[str, ...], log: bool = False,
                  parent: QWidget | None = None) -> None:
-        super().__init__(parent=parent, axisItems={"bottom": EpochAxis("bottom"),
-                                                   "left": DecadeAxis("left") if log else pg.AxisItem("left")})
+        super().__init__(parent)
         self.base_title = title
-        self.setTitle(title)
-        self.setLabel("bottom", "epoch")
-        self.setLabel("left", y_label)
-        self.legend = pg.LegendItem(colCount=legend_columns, labelTextSize="8pt")
-        self.getPlotItem().layout.addItem(self.legend, 4, 1)
-        self.getAxis("left").enableAutoSIPrefix(False)
+        self.view = pg.PlotWidget(axisItems={"bottom": EpochAxis("bottom"),
+                                             "left": DecadeAxis("left") if log else pg.AxisItem("left")})
+        self.view.setTitle(title)
+        self.view.setLabel("bottom", "epoch")
+        self.view.setLabel("left", y_label)
+        self.view.getAxis("left").enableAutoSIPrefix(False)
         if log:
-            self.setLogMode(y=True)
-        self.setMinimumHeight(150)
+            self.view.setLogMode(y=True)
+        self.view.setMinimumHeight(140)
+        self.legend = QLabel()
+        self.legend.setWordWrap(True)
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        # Two lines, always: a legend growing by a line would resize the plot, and a resize makes
+        # pyqtgraph lay out and redraw the whole plot while the run goes on.
+        self.legend.setFixedHeight(2 * self.legend.fontMetrics().lineSpacing() + 2)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self.legend)
+        self.colours = {name: PALETTE[number % len(PALETTE)] for number, name in enumerate(metrics)}
+        self.curves = {name: self.view.plot([], [], pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=6,
+                                            symbolBrush=colour, symbolPen=None)
+                       for name, colour in self.colours.items()}
         self.series: dict[str, tuple[list[float], list[float]]] = {}
-        self.curves: dict[str, pg.PlotDataItem] = {}
         self.markers: list[pg.InfiniteLine] = []
+        self._spare_markers: list[pg.InfiniteLine] = []
 
-    def _curve(self, name: str) -> pg.PlotDataItem:
-        curve = self.curves.get(name)
-        if curve is None:
-            colour = PALETTE[len(self.curves) % len(PALETTE)]
-            curve = self.plot([], [], pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=6,
-                              symbolBrush=colour, symbolPen=None)
-            self.legend.addItem(curve, name)
-            self.curves[name] = curve
-        return curve
+    def setTitle(self, text: str) -> None:
+        self.view.setTitle(text)
 
     def add_point(self, name: str, x: float, y: float) -> None:
         xs, ys = self.series.setdefault(name, ([], []))
@@ -85,30 +97,46 @@ class MetricPlot(pg.PlotWidget):
         self._show(name)
 
     def _show(self, name: str) -> None:
+        curve = self.curves.get(name)
+        if curve is None:
+            return
         xs, ys = self.series[name]
-        curve = self._curve(name)
-        if len(xs) > SYMBOL_POINTS:
-            curve.setSymbol(None)  # markers are needed to see 1-2 points; beyond that they only cost paint time
+        curve.setSymbol(None if len(xs) > SYMBOL_POINTS else "o")  # dots show 1-2 points; beyond, they cost paint time
         curve.setData(xs, ys)
+        if len(xs) == 1:
+            self._update_legend()
+
+    def _update_legend(self) -> None:
+        self.legend.setText("&nbsp;&nbsp; ".join(
+            f'<span style="color:{colour}">■</span>&nbsp;{name}'
+            for name, colour in self.colours.items() if self.series.get(name, ([], []))[0]))
 
     def add_marker(self, x: float, text: str) -> None:
-        line = pg.InfiniteLine(pos=x, angle=90, pen=pg.mkPen("#888888", style=Qt.PenStyle.DashLine),
-                               label=text, labelOpts={"position": 0.92, "color": "#555555"})
-        self.addItem(line)
+        """A dashed vertical line at ``x`` labelled ``text`` (lines are kept and reused)."""
+        if self._spare_markers:
+            line = self._spare_markers.pop()
+            line.setPos(x)
+            line.label.setFormat(text)
+            line.show()
+        else:
+            line = pg.InfiniteLine(pos=x, angle=90, pen=pg.mkPen("#888888", style=Qt.PenStyle.DashLine),
+                                   label=text, labelOpts={"position": 0.92, "color": "#555555"})
+            self.view.addItem(line)
         self.markers.append(line)
 
     def point_count(self) -> int:
         return sum(len(xs) for xs, _ in self.series.values())
 
     def clear_all(self) -> None:
-        for curve in self.curves.values():
-            self.removeItem(curve)
+        for name in self.series:
+            if name in self.curves:
+                self.curves[name].setData([], [])
         for line in self.markers:
-            self.removeItem(line)
-        self.legend.clear()
-        self.series.clear()
-        self.curves.clear()
+            line.hide()
+        self._spare_markers.extend(self.markers)
         self.markers.clear()
+        self.series.clear()
+        self.legend.clear()
 
 
 class CellCounts(pg.GraphicsObject):

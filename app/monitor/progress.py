@@ -4,9 +4,9 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from PySide6.QtWidgets import QGridLayout, QLabel, QProgressBar, QWidget
+from PySide6.QtWidgets import QGridLayout, QProgressBar, QWidget
 
-from app.widgets import human_seconds
+from app.widgets import human_seconds, steady_label
 from sembridge_engine.training.rundir import STAGES
 
 
@@ -30,8 +30,7 @@ class StageProgress(QWidget):
             bar.setMinimumWidth(120)
             self.bars[stage] = bar
             layout.addWidget(bar, 0, column)
-        self.eta_label = QLabel()
-        self.eta_label.setWordWrap(True)
+        self.eta_label = steady_label(lines=1)
         layout.addWidget(self.eta_label, 1, 0, 1, len(STAGES))
         self.reset()
 

@@ -11,6 +11,9 @@ from resources import demo_project
 from tests.app.xserver import choose_qt_platform
 
 QT_PLATFORM = choose_qt_platform()  # before any QApplication exists
+# The app trains at a lower priority so the window stays responsive; the tests' runs compete as
+# equals, so the suite's time does not hang on whatever else the machine is running.
+os.environ.setdefault("SEMBRIDGE_TRAINING_NICENESS", "0")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -104,3 +104,24 @@ def test_cancel_stops_a_run_and_resume_finishes_it(qtbot, settings, tiny_config,
     assert student_epochs == [1, 2], "resume continued after the saved epoch instead of starting over"
     assert window.monitor.point_counts()["accuracy"] > 0
     assert [run.status for run in runs.runs] == ["finished"]
+
+
+def test_training_runs_in_its_own_process_not_the_ui_process(qtbot, tiny_config, monkeypatch):
+    """Training (and the export, ONNX check and predictions at its end) must not hold the UI
+    process's GIL: in this process the pipeline is replaced by a function that fails the test."""
+    from sembridge_engine.config import apply_overrides
+    from sembridge_engine.training.rundir import RunFolder
+
+    def trained_in_the_ui_process(*_args, **_kwargs):
+        raise AssertionError("training ran inside the UI process")
+
+    monkeypatch.setattr("sembridge_engine.training.pipeline.train", trained_in_the_ui_process)
+    config = apply_overrides(tiny_config, ["distill.loss=none", "distill.ot1=false", "distill.ot2=false"])
+    worker = TrainWorker(config)
+    epochs = []
+    worker.epochFinished.connect(lambda stage, epoch, _n, _m: epochs.append((stage, epoch)))
+    worker.start()
+    wait_worker(qtbot, worker, timeout=180000)
+    assert worker.error == "", worker.error
+    assert epochs == [("student", 1)], "the child's events reach the UI process"
+    assert RunFolder(worker.run_dir).status == "finished" and RunFolder(worker.run_dir).has_bundle

@@ -1,15 +1,19 @@
-"""How long does the Qt event loop stall while a training run is going on in the worker thread?
+"""How long does the Qt event loop stall while a training run goes on?
 
 A 10 ms QTimer probe records the gap between its ticks while a short REAL run (demo project,
-shufflenet_v2_x0_5, 32 px tiles) trains in a TrainWorker and the Monitor panel draws its events.
-Prints max / p99 / p50 gaps (the target is a max gap under 100 ms) and the signal rate.
+shufflenet_v2_x0_5, 32 px tiles) trains through a TrainWorker (in its own process) and the Monitor
+panel draws its events. Prints max / p99 / p50 gaps (the target is a max gap under 100 ms) and the
+signal rate. For the longest gaps it also prints how much CPU the UI thread itself used in them:
+a long gap with little UI CPU is the machine (other processes, starved cores), not the app.
+``--load N`` keeps N busy processes running beside the run (a loaded machine).
 Settings, runs and the teacher cache go to a temporary folder.
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python tests/benchmarks/bench_gui_stall.py [--student-epochs 3]
+    QT_QPA_PLATFORM=offscreen .venv/bin/python tests/benchmarks/bench_gui_stall.py [--student-epochs 3] [--load 2]
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -22,12 +26,19 @@ ROOT = Path(__file__).resolve().parents[2]
 PROBE_MS = 10
 
 
+def busy() -> None:
+    """One core's worth of load (a --load process)."""
+    while True:
+        pass
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--student-epochs", type=int, default=3)
     parser.add_argument("--loss", default="kd")
     parser.add_argument("--override", action="append", default=[],
                         help="extra config override, e.g. --override train.workers=1 (repeatable)")
+    parser.add_argument("--load", type=int, default=0, help="busy processes to run beside the training run")
     parser.add_argument("--switch-interval-ms", type=float, default=0.0,
                         help="set sys.setswitchinterval (GIL hand-over period) for an experiment")
     args = parser.parse_args()
@@ -40,7 +51,7 @@ def main() -> int:
     os.environ["SEMBRIDGE_CACHE_DIR"] = str(home / "cache")
     sys.path.insert(0, str(ROOT))
 
-    from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
+    from PySide6.QtCore import QCoreApplication, QElapsedTimer, QEvent, QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
     from app.monitor import MonitorPanel
@@ -72,6 +83,7 @@ def main() -> int:
     QTimer.singleShot(500, settle.quit)
     settle.exec()  # the first paint of the panel is start-up cost, not a stall during training
 
+    load_before = os.getloadavg()[0]
     run_started = time.perf_counter()
     timeline: list[tuple[float, str]] = []
     worker.stageStarted.connect(lambda stage, _e: timeline.append((time.perf_counter() - run_started, f"{stage} started")))
@@ -82,11 +94,16 @@ def main() -> int:
     worker.runFinished.connect(lambda *_: timeline.append((time.perf_counter() - run_started, "results shown")))
     gaps: list[float] = []
     ends: list[float] = []
+    ui_cpu: list[float] = []
+    cpu_mark = [time.thread_time()]
     clock = QElapsedTimer()
     probe = QTimer()
     probe.setInterval(PROBE_MS)
 
     def tick() -> None:
+        now = time.thread_time()
+        ui_cpu.append((now - cpu_mark[0]) * 1000)
+        cpu_mark[0] = now
         gaps.append(clock.nsecsElapsed() / 1e6)
         ends.append(time.perf_counter() - run_started)
         clock.restart()
@@ -94,30 +111,43 @@ def main() -> int:
     probe.timeout.connect(tick)
     loop = QEventLoop()
     worker.finished.connect(loop.quit)
+    loaders = [multiprocessing.get_context("spawn").Process(target=busy, daemon=True) for _ in range(args.load)]
+    for loader in loaders:
+        loader.start()
     clock.start()
     probe.start()
     worker.start()
     loop.exec()
     probe.stop()
+    for loader in loaders:
+        loader.terminate()
     run_seconds = time.perf_counter() - run_started
     worker.wait()
 
     values = np.array(gaps[1:])
+    cpu = np.array(ui_cpu[1:])
     print(f"engine import + warm-up (app start-up, before the probe): {import_seconds:.1f} s")
     print(f"run: {run_seconds:.1f} s, result: {'ok' if not worker.error else worker.error}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, busy processes beside it: {args.load}, "
+          f"load average before: {load_before:.1f}, after: {os.getloadavg()[0]:.1f}")
     print(f"probe ticks: {len(values)} at {PROBE_MS} ms")
     print(f"event-loop gap: max {values.max():.1f} ms, p99 {np.percentile(values, 99):.1f} ms, "
           f"p95 {np.percentile(values, 95):.1f} ms, p50 {np.percentile(values, 50):.1f} ms")
     print(f"gaps over 100 ms: {int((values > 100).sum())}, over 50 ms: {int((values > 50).sum())}")
     print(f"UI signals: {counts['batch']} batch updates ({counts['batch'] / run_seconds:.1f}/s), "
           f"{counts['epoch']} epoch updates")
+    print(f"UI-thread CPU in one probe interval: max {cpu.max():.1f} ms (the app's own longest piece of work)")
     print("target: max gap < 100 ms ->", "MET" if values.max() < 100 else "NOT MET")
-    print("longest gaps (end time in the run, and the last UI event before it):")
+    print("longest gaps (end time in the run, UI-thread CPU in the gap, the last UI event before it):")
     for index in np.argsort(values)[::-1][:5]:
         end = ends[index + 1]
         before = [label for moment, label in timeline if moment <= end]
-        print(f"  {values[index]:6.1f} ms ending at {end:6.2f} s, after: {before[-1] if before else 'start'}")
+        print(f"  {values[index]:6.1f} ms ending at {end:6.2f} s, UI CPU {cpu[index]:5.1f} ms, "
+              f"after: {before[-1] if before else 'start'}")
+    # Delete the panel while the QApplication lives: left to Python's shutdown, a top-level panel
+    # was sometimes torn down after Qt's own objects and the process aborted on exit.
+    monitor.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     return 0
 
 
