@@ -51,6 +51,10 @@ def time_to_window(command: list[str], home: Path) -> tuple[float | None, str]:
         display = os.read(read_fd, 16).decode().strip()
         os.close(read_fd)
         env.update(DISPLAY=f":{display}", QT_QPA_PLATFORM="xcb")
+        for _ in range(40):  # the display number comes before the server takes connections on a busy machine
+            if subprocess.run(["xdotool", "getdisplaygeometry"], env=env, capture_output=True).returncode == 0:
+                break
+            time.sleep(0.25)
     else:
         env["QT_QPA_PLATFORM"] = "offscreen"
     started = time.perf_counter()
