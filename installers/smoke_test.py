@@ -44,14 +44,12 @@ def time_to_window(command: list[str], home: Path) -> tuple[float | None, str]:
     xvfb = shutil.which("Xvfb") and shutil.which("xdotool")
     server = None
     if xvfb:
-        read_fd, write_fd = os.pipe()
-        server = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
-                                  pass_fds=(write_fd,), stderr=subprocess.DEVNULL)
-        os.close(write_fd)
-        display = os.read(read_fd, 16).decode().strip()
-        os.close(read_fd)
+        # A display number with neither a lock nor a socket: -displayfd can hand out one whose socket
+        # another (stale or foreign) server still holds on a shared machine.
+        display = next(n for n in range(90, 400) if not Path(f"/tmp/.X{n}-lock").exists() and not Path(f"/tmp/.X11-unix/X{n}").exists())
+        server = subprocess.Popen(["Xvfb", f":{display}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"], stderr=subprocess.DEVNULL)
         env.update(DISPLAY=f":{display}", QT_QPA_PLATFORM="xcb")
-        for _ in range(40):  # the display number comes before the server takes connections on a busy machine
+        for _ in range(120):  # the server takes connections a moment after it starts on a busy machine
             if subprocess.run(["xdotool", "getdisplaygeometry"], env=env, capture_output=True).returncode == 0:
                 break
             time.sleep(0.25)
