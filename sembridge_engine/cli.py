@@ -20,6 +20,7 @@ COMMANDS = {
     "export": "Export a run's student as a model bundle (.sembridge).",
     "classify": "Classify image tiles with a model bundle.",
     "label": "Label a GeoTIFF scene with a model bundle and write GIS outputs.",
+    "assess": "Check a labelled class map against reference points, polygons or a raster (accuracy report).",
 }
 
 

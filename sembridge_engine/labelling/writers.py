@@ -32,6 +32,12 @@ def raster_profile(crs, transform, width: int, height: int, dtype: str, count: i
     }
 
 
+def class_names_of(dataset) -> list[str]:
+    """The class names a SemBridge class raster carries in its ``class_names`` tag (empty for other rasters)."""
+    text = dataset.tags().get("class_names", "")
+    return [name for name in text.split(",") if name] if text else []
+
+
 def class_colormap(colours: Sequence[str]) -> dict[int, tuple[int, int, int, int]]:
     """GeoTIFF colour table: class colours opaque, the nodata index transparent."""
     table = {index: (*hex_to_rgb(colour), 255) for index, colour in enumerate(colours)}
