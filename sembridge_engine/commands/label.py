@@ -18,6 +18,12 @@ def _numbers(what: str, count: int | None, kind):
     return parse
 
 
+def band_presets() -> list[str]:
+    from sembridge_engine.data.bands import BAND_PRESETS
+
+    return list(BAND_PRESETS)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from sembridge_engine.labelling.options import DEFAULT_BATCH, RADIOMETRY_MODES, LabelOptions
 
@@ -37,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, metavar="N", help=f"windows per model batch (default {DEFAULT_BATCH})")
     parser.add_argument("--bands", type=_numbers("--bands", None, int), default=None, metavar="R,G,B",
                         help="1-based scene bands for the model's inputs (default: from band descriptions / colour interpretation)")
+    parser.add_argument("--band-preset", default=None, choices=band_presets(), metavar="NAME",
+                        help=f"names the scene's bands when the file carries no descriptions: {', '.join(band_presets())}")
     parser.add_argument("--nodata", type=float, default=None, metavar="V", help="nodata value overriding the file's")
     parser.add_argument("--window", type=_numbers("--window", 4, int), default=None, metavar="COL,ROW,WIDTH,HEIGHT",
                         help="label only this pixel window of the scene")
@@ -54,7 +62,8 @@ def options_from_args(args):
     from sembridge_engine.labelling.options import LabelOptions, PixelWindow
 
     return LabelOptions(
-        tile=args.tile, stride=args.stride, batch=args.batch, bands=args.bands, nodata=args.nodata, device=args.device,
+        tile=args.tile, stride=args.stride, batch=args.batch, bands=args.bands, band_preset=args.band_preset,
+        nodata=args.nodata, device=args.device,
         probabilities=args.probabilities, polygons=not args.no_polygons, preview=not args.no_preview,
         window=PixelWindow(*args.window) if args.window else None, extent=tuple(args.extent) if args.extent else None,
         footprint=args.footprint, force_scale=args.force_scale, radiometry=args.radiometry,

@@ -52,6 +52,14 @@ SENTINEL2_10 = BandPreset(
 )
 """The ten 10 m / 20 m Sentinel-2 bands (BigEarthNet-style, no B01/B09/B10)."""
 
+SENTINEL2_L2A12 = BandPreset(
+    "sentinel2_l2a12",
+    ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"),
+    ("B04", "B03", "B02"),
+)
+"""Sentinel-2 L2A surface reflectance with its 12 bands in ESA order (B8A after B08; no B10 cirrus,
+which L2A products drop), as most L2A GeoTIFF exports stack them."""
+
 TIANGONG2_14 = BandPreset(
     "tiangong2_14",
     tuple(f"B{number:02d}" for number in range(1, 15)),
@@ -69,7 +77,7 @@ against the instrument documentation: if your product differs, use the "custom" 
 RGB = BandPreset("rgb", ("R", "G", "B"), ("R", "G", "B"))
 
 BAND_PRESETS: dict[str, BandPreset] = {
-    preset.name: preset for preset in (SENTINEL2_EUROSAT13, SENTINEL2_10, TIANGONG2_14, RGB)
+    preset.name: preset for preset in (SENTINEL2_EUROSAT13, SENTINEL2_L2A12, SENTINEL2_10, TIANGONG2_14, RGB)
 }
 
 

@@ -38,7 +38,8 @@ class LabelOptions:
     (``footprint`` metres overrides the bundle's) and the stride is half the window. ``force_scale``
     labels scenes far coarser or finer than the training data anyway. ``radiometry`` (auto, none,
     dtype) maps the scene's values onto the training images' (labelling.radiometry). ``bands`` are
-    1-based scene bands in the model's band order. ``window`` (pixels) or ``extent`` (xmin, ymin,
+    1-based scene bands in the model's band order; ``band_preset`` names the bands of a product
+    whose file carries no band descriptions (data.bands). ``window`` (pixels) or ``extent`` (xmin, ymin,
     xmax, ymax in the scene's CRS) restrict labelling to part of the scene.
     """
 
@@ -46,6 +47,7 @@ class LabelOptions:
     stride: int | None = None
     batch: int = DEFAULT_BATCH
     bands: tuple[int, ...] | None = None
+    band_preset: str | None = None
     nodata: float | None = None
     device: str = "auto"
     probabilities: bool = False

@@ -72,9 +72,28 @@ def describe_scene(scene_path) -> SceneInfo:
         )
 
 
-def select_bands(dataset, path: Path, bundle, bands: Sequence[int] | None) -> list[int]:
-    """1-based scene bands feeding the model: ``bands`` if given, else from descriptions/colour interpretation."""
+def _band_names(dataset, path: Path, preset_name: str | None) -> list[str]:
+    """The scene's band names: its descriptions, or those of a band preset (products whose bands carry none)."""
+    from sembridge_engine.data.bands import get_preset
+
+    if not preset_name:
+        return [(text or "").strip() for text in dataset.descriptions]
+    try:
+        preset = get_preset(preset_name)
+    except ValueError as error:
+        raise SceneError(str(error)) from None
+    if preset.band_count != dataset.count:
+        raise SceneError(f"{path}: has {dataset.count} bands but band preset {preset.name!r} names {preset.band_count} "
+                         f"({', '.join(preset.band_names)})")
+    return list(preset.band_names)
+
+
+def select_bands(dataset, path: Path, bundle, bands: Sequence[int] | None, preset_name: str | None = None) -> list[int]:
+    """1-based scene bands feeding the model: ``bands`` if given, else by name (the band descriptions, or the
+    band preset's names), R/G/B synonyms or colour interpretation."""
     from rasterio.enums import ColorInterp
+
+    from sembridge_engine.data.bands import BAND_PRESETS
 
     wanted = bundle.in_channels
     if bands:
@@ -85,10 +104,13 @@ def select_bands(dataset, path: Path, bundle, bands: Sequence[int] | None) -> li
         if missing:
             raise SceneError(f"{path}: band(s) {missing} do not exist; the scene has {dataset.count} bands, numbered from 1")
         return chosen
-    descriptions = {(text or "").strip().lower(): index for index, text in enumerate(dataset.descriptions, start=1) if text}
+    names = _band_names(dataset, path, preset_name)
+    descriptions = {name.lower(): index for index, name in enumerate(names, start=1) if name}
     by_model_name = [descriptions.get(name.lower()) for name in bundle.band_names]
     if all(by_model_name):
         return [int(index) for index in by_model_name]
+    if wanted == 3 and preset_name:
+        return [index + 1 for index in BAND_PRESETS[preset_name].rgb_indices]
     if wanted == 3:
         by_synonym = [next((descriptions[name] for name in RGB_SYNONYMS[colour] if name in descriptions), None)
                       for colour in ("red", "green", "blue")]
@@ -100,10 +122,12 @@ def select_bands(dataset, path: Path, bundle, bands: Sequence[int] | None) -> li
             return [int(index) for index in by_interp]
     if dataset.count == wanted:
         return list(range(1, wanted + 1))
-    described = ", ".join(f"{index}={text or '?'}" for index, text in enumerate(dataset.descriptions, start=1))
+    described = ", ".join(f"{index}={name or '?'}" for index, name in enumerate(names, start=1))
+    presets = ", ".join(preset.name for preset in BAND_PRESETS.values() if preset.band_count == dataset.count)
+    hint = f", or name them with --band-preset ({presets})" if presets else ""
     raise SceneError(
-        f"{path}: has {dataset.count} bands ({described}) and their descriptions do not name the model's bands "
-        f"({', '.join(bundle.band_names)}); choose them with --bands, 1-based, e.g. --bands 3,2,1"
+        f"{path}: has {dataset.count} bands ({described}) and their names do not give the model's bands "
+        f"({', '.join(bundle.band_names)}); choose them with --bands, 1-based, e.g. --bands 3,2,1{hint}"
     )
 
 
@@ -284,7 +308,7 @@ def open_source(path: Path, bundle, options: LabelOptions) -> SceneSource:
 
     dataset = open_scene(path)
     try:
-        indexes = select_bands(dataset, path, bundle, options.bands)
+        indexes = select_bands(dataset, path, bundle, options.bands, options.band_preset)
         nodata, use_mask = _nodata_rule(dataset, indexes, options.nodata)
         extent = _labelled_window(dataset, path, options)
         width, height = int(extent.width), int(extent.height)

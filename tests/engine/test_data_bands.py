@@ -36,4 +36,5 @@ def test_guess_preset_by_band_count():
     assert guess_preset(13).name == "sentinel2_eurosat13"
     assert guess_preset(10).name == "sentinel2_10"
     assert guess_preset(14).name == "tiangong2_14"
+    assert guess_preset(12).name == "sentinel2_l2a12"
     assert guess_preset(7) is None

@@ -191,3 +191,26 @@ def test_scale_choice_is_the_same_function_for_every_caller():
     assert choose_window("s", 64, 76.8, 0.3, 4.9, 1000, 1000).blocked  # 15.7 px < 64 / 4
     assert not choose_window("s", 64, 76.8, 0.3, 4.7, 1000, 1000).blocked
     assert choose_window("s", 64, 76.8, 0.3, 0.3, 200, 1000).blocked and not choose_window("s", 64, 76.8, 0.3, 0.3, 256, 256).blocked
+
+
+def test_band_presets_name_the_bands_of_sentinel2_scenes_without_descriptions(bundle, tmp_path):
+    """Real EuroSAT L1C tiles (13 bands, B8A last) side by side, and the same pixels in Sentinel-2 L2A's 12-band order."""
+    from sembridge_engine.data.bands import SENTINEL2_EUROSAT13, SENTINEL2_L2A12
+
+    tiles = sorted((demo_project() / "ms" / "Forest").glob("*.tif"))[:4]
+    with rasterio.open(tiles[0]) as first:
+        profile = first.profile
+    pixels = np.concatenate([rasterio.open(path).read() for path in tiles], axis=2)
+    l2a = pixels[[SENTINEL2_EUROSAT13.band_names.index(name) for name in SENTINEL2_L2A12.band_names]].astype(np.int16)
+    for name, data in (("l1c13", pixels), ("l2a12", l2a)):
+        with rasterio.open(tmp_path / f"{name}.tif", "w", **{**profile, "count": len(data), "dtype": str(data.dtype),
+                                                             "width": data.shape[2], "photometric": "minisblack"}) as dataset:
+            dataset.write(data)
+    with pytest.raises(SceneError, match=r"l2a12\.tif: has 12 bands .*--band-preset \(sentinel2_l2a12\)"):
+        plan_scene(bundle, tmp_path / "l2a12.tif", LabelOptions(device="cpu"))
+    for name, preset in (("l2a12", "sentinel2_l2a12"), ("l1c13", "sentinel2_eurosat13")):
+        plan = plan_scene(bundle, tmp_path / f"{name}.tif", LabelOptions(device="cpu", band_preset=preset, force_scale=True))
+        assert plan.band_indexes == [4, 3, 2]  # B04, B03, B02 in both orders
+        assert "scene 10 m/px" in plan.lines()[0] and "far coarser" in plan.scale.warning  # 10 m against 0.3 m photos
+    with pytest.raises(SceneError, match=r"has 12 bands but band preset 'sentinel2_eurosat13' names 13"):
+        plan_scene(bundle, tmp_path / "l2a12.tif", LabelOptions(device="cpu", band_preset="sentinel2_eurosat13"))
