@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sembridge_engine.labelling.options import RADIOMETRY_MODES
+
 from .runtime import add_runtime_arguments
 
 
@@ -12,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="PNG/JPEG/TIFF/GeoTIFF files or folders (searched recursively)")
     parser.add_argument("--top-k", type=int, default=3, metavar="K", help="classes listed per file (default 3)")
     parser.add_argument("--batch", type=int, default=32, metavar="N", help="files per model batch (default 32)")
+    parser.add_argument("--radiometry", choices=RADIOMETRY_MODES, default="auto",
+                        help="map each image's values onto the training images' (as 'sembridge label' does; default auto)")
     add_runtime_arguments(parser)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
@@ -30,7 +34,8 @@ def run(args) -> int:
         if args.csv:
             check_table_target(args.csv)
         bundle = open_bundle(args.model, args.backend)
-        results = classify_files(bundle, args.paths, top_k=args.top_k, batch_size=args.batch, device=args.device)
+        results = classify_files(bundle, args.paths, top_k=args.top_k, batch_size=args.batch, device=args.device,
+                                 radiometry=args.radiometry)
     except (BundleError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -51,6 +56,9 @@ def run(args) -> int:
             if result.top is None:
                 continue
             print(f"{result.path}: " + ", ".join(f"{name} {probability:.3f}" for name, probability in result.top))
+    for result in results:
+        if result.warning:
+            print(f"warning: {result.path}: {result.warning}", file=sys.stderr)
     failed = [result for result in results if result.error]
     for result in failed:
         print(f"skipped {result.path}: {result.error}", file=sys.stderr)

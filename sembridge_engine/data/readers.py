@@ -263,11 +263,12 @@ def read_image(path, bands: Sequence[int] | None = None, *, as_rgb: bool = False
     return _read(path, bands, as_rgb, max_side)[0]
 
 
-def read_tile(path, bands: Sequence[int] | None = None, *, as_rgb: bool = False) -> tuple[np.ndarray, int]:
+def read_tile(path, bands: Sequence[int] | None = None, *, as_rgb: bool = False,
+              max_side: int | None = MAX_IMAGE_SIDE) -> tuple[np.ndarray, int]:
     """``read_image`` for training and classification: pixels that are NaN, infinite or the band's
     nodata value are filled with the median of that band's valid pixels (0 if it has none), so a
     partly empty tile cannot turn the model's weights into NaN. Returns (pixels, filled count)."""
-    array, nodatavals = _read(path, bands, as_rgb, MAX_IMAGE_SIDE)
+    array, nodatavals = _read(path, bands, as_rgb, max_side)
     invalid = invalid_pixels(array, nodatavals)
     if invalid is None:
         return array, 0

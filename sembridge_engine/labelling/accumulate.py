@@ -18,7 +18,7 @@ import numpy as np
 
 from sembridge_engine.events import BatchProgress, CancelToken, EventCallback
 
-from .predictor import Predictor
+from .predictor import Predictor, check_probabilities
 from .source import SceneSource
 from .writers import CLASS_NODATA, CONFIDENCE_NODATA, class_colormap, raster_profile
 
@@ -78,8 +78,8 @@ class _Strip:
 class _BatchedClassifier:
     """Queues raw windows from consecutive strips and runs the predictor on full batches across strips."""
 
-    def __init__(self, predictor: Predictor, batch: int, window_width: int) -> None:
-        self.predictor, self.batch, self.window_width = predictor, batch, window_width
+    def __init__(self, predictor: Predictor, batch: int, window_width: int, model_name: str) -> None:
+        self.predictor, self.batch, self.window_width, self.model_name = predictor, batch, window_width, model_name
         self.queue: list[tuple[_Strip, np.ndarray, np.ndarray]] = []  # (strip, window starts, raw windows)
         self.pending = 0
 
@@ -101,7 +101,9 @@ class _BatchedClassifier:
                     self.queue[0] = (strip, starts[used:], tiles[used:])
                 take -= used
             inputs = np.concatenate([tiles for _, _, tiles in pieces]) if len(pieces) > 1 else pieces[0][2]
-            probabilities = self.predictor.predict(inputs).T
+            probabilities = self.predictor.predict(inputs)
+            check_probabilities(probabilities, self.model_name)
+            probabilities = probabilities.T
             offset = 0
             for strip, starts, _ in pieces:
                 part = probabilities[:, offset:offset + len(starts)]
@@ -115,7 +117,7 @@ class _BatchedClassifier:
             self.pending -= probabilities.shape[1]
 
 
-def run_windows(source: SceneSource, predictor: Predictor, num_classes: int, batch: int, writer: StripWriter, callback: EventCallback,
+def run_windows(source: SceneSource, predictor: Predictor, bundle, batch: int, writer: StripWriter, callback: EventCallback,
                 cancel: CancelToken | None) -> tuple[int, int]:
     """Classify every window strip by strip, accumulate overlaps, hand finished rows to ``writer``.
 
@@ -123,11 +125,11 @@ def run_windows(source: SceneSource, predictor: Predictor, num_classes: int, bat
     so one strip-high rolling accumulator suffices; batches are filled across strips.
     Returns (windows classified, windows skipped as nodata).
     """
-    layout = source.layout
+    layout, num_classes = source.layout, bundle.num_classes
     width, window_height = layout.width, layout.window_height
     sums = np.zeros((num_classes, window_height, width), dtype=np.float32)
     counts = np.zeros((window_height, width), dtype=np.float32)
-    classifier = _BatchedClassifier(predictor, batch, layout.window_width)
+    classifier = _BatchedClassifier(predictor, batch, layout.window_width, str(bundle.path))
     tops = layout.ys.tolist()
     waiting: list[_Strip] = []
     processed = skipped = done = 0
@@ -189,5 +191,5 @@ def write_rasters(source: SceneSource, bundle, predictor: Predictor, batch: int,
             for index, name in enumerate(bundle.class_names, start=1):
                 probability_sink.set_band_description(index, name)
         writer = StripWriter(class_sink, confidence_sink, probability_sink, bundle.num_classes)
-        processed, skipped = run_windows(source, predictor, bundle.num_classes, batch, writer, callback, cancel)
+        processed, skipped = run_windows(source, predictor, bundle, batch, writer, callback, cancel)
     return writer, processed, skipped

@@ -2,7 +2,8 @@
 
 One row per file: ``path, predicted_class, confidence`` (the names a run's ``predictions.csv``
 uses), then ``class_2, probability_2, ...`` for the further ranks, then ``error`` (empty when the
-file was classified). A table a spreadsheet or GIS joins on ``path`` without parsing cells.
+file was classified) and ``warning`` (scale or radiometry far from the training data's). A table a
+spreadsheet or GIS joins on ``path`` without parsing cells.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sembridge_engine.atomic import write_csv_atomic
 
 def prediction_header(ranks: int) -> list[str]:
     further = [name for rank in range(2, ranks + 1) for name in (f"class_{rank}", f"probability_{rank}")]
-    return ["path", "predicted_class", "confidence", *further, "error"]
+    return ["path", "predicted_class", "confidence", *further, "error", "warning"]
 
 
 def prediction_rows(results: Iterable[Any], ranks: int) -> list[list[str]]:
@@ -27,7 +28,7 @@ def prediction_rows(results: Iterable[Any], ranks: int) -> list[list[str]]:
         for name, probability in top:
             cells += [name, f"{probability:.6f}"]
         cells += [""] * (2 * (ranks - len(top)))
-        rows.append([*cells, result.error or ""])
+        rows.append([*cells, result.error or "", getattr(result, "warning", None) or ""])
     return rows
 
 

@@ -147,6 +147,14 @@ class OnnxPredictor:
         return out
 
 
+def check_probabilities(probabilities: np.ndarray, model_name: str) -> np.ndarray:
+    """Refuse NaN or infinite model outputs (broken weights or normalisation) instead of printing or writing them."""
+    if not np.isfinite(probabilities).all():
+        raise ValueError(f"{model_name}: the model gave NaN or infinite probabilities (its weights or normalisation "
+                         "are broken); re-export it from its run")
+    return probabilities
+
+
 PREDICTORS: dict[str, Callable[..., Predictor]] = {"torch": TorchPredictor, "onnx": OnnxPredictor}
 
 

@@ -6,7 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
 
 from sembridge_engine.events import BatchProgress, CancelToken, Cancelled
 from sembridge_engine.bundle import load_bundle
@@ -96,7 +98,7 @@ def test_classify_command_json_and_csv(bundle_path, image_folder, tmp_path, caps
     with table.open() as handle:
         records = list(csv.DictReader(handle))
     assert list(records[0]) == ["path", "predicted_class", "confidence", "class_2", "probability_2",
-                                "class_3", "probability_3", "error"]
+                                "class_3", "probability_3", "error", "warning"]
     assert len(records) == 15 and len([record for record in records if record["predicted_class"]]) == 12
     assert {record["predicted_class"] for record in records if record["predicted_class"]} <= set(DEMO_CLASSES)
     assert {Path(record["path"]).name for record in records if record["error"]} == {"broken.png", "empty.jpg", "truncated.tif"}
@@ -108,3 +110,50 @@ def test_classify_command_json_and_csv(bundle_path, image_folder, tmp_path, caps
     assert "is a folder" in capsys.readouterr().err
     assert main(["classify", "--model", str(bundle_path), str(image_folder), "--csv", str(tmp_path / "no" / "x.csv")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def _georeferenced_crop(path: Path, gsd: float, size: int, dtype=None) -> Path:
+    """A size x size crop of the real demo mosaic (0.3 m photos) written as a GeoTIFF with ``gsd`` metre pixels."""
+    from affine import Affine
+
+    from .labelling_fixtures import demo_mosaic
+
+    with rasterio.open(demo_mosaic()) as source:
+        pixels = source.read(window=rasterio.windows.Window(0, 0, size, size))
+    if dtype is not None:
+        pixels = pixels.astype(dtype) * 100 + 1000
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype=str(pixels.dtype),
+                       crs="EPSG:32610", transform=Affine(gsd, 0, 720000, 0, -gsd, 4132000)) as dataset:
+        dataset.write(pixels)
+    return path
+
+
+def test_georeferenced_tiles_are_classified_at_the_training_footprint(scale_bundle, tmp_path):
+    from sembridge_engine.labelling.classify import tile_windows
+    from sembridge_engine.labelling.predictor import make_predictor
+
+    three_by_three = _georeferenced_crop(tmp_path / "blocks.tif", 0.3, 768)  # 3 x 3 mosaic blocks, one footprint each
+    windows, warning = tile_windows(scale_bundle, three_by_three)
+    assert len(windows) == 9 and windows[0].shape == (3, 256, 256) and warning is None
+    expected = make_predictor(scale_bundle, "cpu").predict(windows).mean(axis=0)
+    result = classify_files(scale_bundle, [three_by_three], top_k=len(DEMO_CLASSES), device="cpu")[0]
+    assert dict(result.top) == pytest.approx(dict(zip(scale_bundle.class_names, expected.tolist())), abs=1e-5)
+    # The same pixels declared at 0.1 m: one footprint is the whole tile, classified whole.
+    whole, _ = tile_windows(scale_bundle, _georeferenced_crop(tmp_path / "fine.tif", 0.1, 768))
+    assert len(whole) == 1 and whole[0].shape == (3, 768, 768)
+    # At 10 m the tile is far coarser than the training photos: classified whole, with labelling's warning.
+    coarse = classify_files(scale_bundle, [_georeferenced_crop(tmp_path / "coarse.tif", 10.0, 256)], device="cpu")[0]
+    assert coarse.top and "far coarser than the training data" in coarse.warning
+    # uint16 and float32 copies of the same pixels: both mapped onto the training radiometry by the labelling's
+    # function, so they get the same answer; with radiometry none the uint16 copy is read as reflectance.
+    copies = [_georeferenced_crop(tmp_path / "u16.tif", 0.3, 768, np.uint16), _georeferenced_crop(tmp_path / "f32.tif", 0.3, 768, np.float32)]
+    mapped = classify_files(scale_bundle, copies, top_k=len(DEMO_CLASSES), device="cpu")
+    assert dict(mapped[0].top) == pytest.approx(dict(mapped[1].top), abs=1e-4)
+    raw = classify_files(scale_bundle, copies[:1], top_k=len(DEMO_CLASSES), device="cpu", radiometry="none")[0]
+    assert dict(raw.top) != pytest.approx(dict(mapped[0].top), abs=1e-2)
+
+
+def test_a_georeferenced_file_of_many_footprints_is_sent_to_label(scale_bundle, tmp_path):
+    many = _georeferenced_crop(tmp_path / "many.tif", 1.0, 1536)  # 77-px footprints: 20 x 20 of them
+    result = classify_files(scale_bundle, [many], device="cpu")[0]
+    assert result.top is None and "it is a scene; label it with 'sembridge label'" in result.error
