@@ -3,6 +3,7 @@
 legend and open the output folder."""
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,10 +84,11 @@ class LabelPanel(QWidget):
         remove_scene.clicked.connect(self._remove_scene)
         self.bundle_field = PathField("model.sembridge", folder=False, file_filter="Model bundle (*.sembridge)")
         self.bundle_field.pathChanged.connect(self._bundle_changed)
-        self.tile_spin = QSpinBox(minimum=8, maximum=4096, value=64)
-        self.tile_spin.setToolTip("Window size in scene pixels (default: the model's tile size)")
-        self.stride_spin = QSpinBox(minimum=1, maximum=4096, value=32)
-        self.stride_spin.setToolTip("Step between windows; smaller than the tile means overlapping windows")
+        self.tile_spin = QSpinBox(minimum=0, maximum=4096, value=0, specialValueText="auto (footprint)")
+        self.tile_spin.setToolTip("Window size in scene pixels; auto: the ground one training image covered, "
+                                  "at the scene's resolution")
+        self.stride_spin = QSpinBox(minimum=0, maximum=4096, value=0, specialValueText="auto (half)")
+        self.stride_spin.setToolTip("Step between windows; smaller than the window means overlapping windows")
         self.batch_spin = QSpinBox(minimum=1, maximum=4096, value=32)
         self.band_combos: list[QComboBox] = []
         self.bands_box = QGroupBox("Scene bands fed to the model")
@@ -260,9 +262,7 @@ class LabelPanel(QWidget):
         show_error(self.error_label, "")
         for spin in (self.tile_spin, self.stride_spin):
             spin.blockSignals(True)
-        self.tile_spin.setValue(bundle.tile_size)
-        self.stride_spin.setValue(LabelOptions.stride_for(bundle.tile_size))
-        for spin in (self.tile_spin, self.stride_spin):
+            spin.setValue(0)
             spin.blockSignals(False)
         self.bundleLoaded.emit()
         self._schedule_plan(reset_bands=True)
@@ -317,11 +317,11 @@ class LabelPanel(QWidget):
             show_error(self.error_label, outcome.error + "\nPick the bands below.")
             self.plan_label.setText("")
         else:
-            show_error(self.error_label, "")
             plan = outcome.plan
+            show_error(self.error_label, "Stopped: " + plan.scale.warning if plan.blocked else "")
             self.plan_label.setText(
-                f"<b>Estimate:</b> {plan.width}×{plan.height} px scene, {plan.windows} windows "
-                f"(about {plan.windows_skipped_estimate} skipped as nodata), "
+                f"<b>Scale:</b> {html.escape(plan.scale.describe())}<br><b>Estimate:</b> {plan.width}×{plan.height} px "
+                f"scene, {plan.windows} windows (about {plan.windows_skipped_estimate} skipped as nodata), "
                 f"peak memory {human_bytes(plan.memory_bytes)}, about {human_seconds(plan.seconds_estimate)} "
                 f"on {plan.device}.")
         self._update_buttons()
@@ -348,14 +348,15 @@ class LabelPanel(QWidget):
     def _update_buttons(self) -> None:
         running = self.label_worker is not None
         self.run_button.setEnabled(not running and self.bundle is not None and bool(self.scenes())
-                                   and self.plan is not None)
+                                   and self.plan is not None and not self.plan.blocked)
         self.cancel_button.setEnabled(running)
 
     def start(self) -> None:
         if self.bundle is None or not self.scenes() or self.label_worker is not None:
             return
         out_dir = Path(self.output_field.path() or data_dir() / "maps")
-        options = LabelOptions(tile=self.tile_spin.value(), stride=self.stride_spin.value(), batch=self.batch_spin.value(),
+        options = LabelOptions(tile=self.tile_spin.value() or None, stride=self.stride_spin.value() or None,
+                               batch=self.batch_spin.value(),
                                bands=self.selected_bands(), device=self.settings.device,
                                probabilities=self.probabilities_check.isChecked())
         scenes = self.scenes()

@@ -116,7 +116,7 @@ def main() -> int:
     label = window.label_panel
     if label.bundle is None:
         wait_for(label.bundleLoaded, 120000)
-    label.add_scenes([demo_project() / "scene" / "scene_subset.tif"])
+    label.add_scenes([demo_project() / "scene" / "ucmerced_mosaic.tif"])
     wait_for(label.planned, 120000)
     label.output_field.set_path(home / "maps")
     label.start()

@@ -9,19 +9,19 @@ from resources import demo_project
 
 
 def test_label_the_demo_scene(qtbot, settings, trained_run, tmp_path):
-    scene = demo_project() / "scene" / "scene_subset.tif"
+    scene = demo_project() / "scene" / "ucmerced_mosaic.tif"
     panel = LabelPanel(settings)
     qtbot.addWidget(panel)
     panel.resize(1000, 700)
     panel.show()
     with qtbot.waitSignal(panel.bundleLoaded, timeout=60000):
         panel.bundle_field.set_path(trained_run / "model.sembridge")
-    assert panel.tile_spin.value() == panel.bundle.tile_size == 32
+    assert panel.tile_spin.value() == 0 and panel.bundle.tile_size == 32  # auto: the training footprint
     with qtbot.waitSignal(panel.planned, timeout=60000):
         panel.drop_area.pathsDropped.emit([scene])
     assert panel.plan is not None, panel.error_label.text()
     assert [combo.currentData() for combo in panel.band_combos] == panel.plan.band_indexes
-    assert "windows" in panel.plan_label.text()
+    assert "windows" in panel.plan_label.text() and panel.plan.tile == 256 and "window 256 px" in panel.plan_label.text()
     assert panel.run_button.isEnabled()
 
     out_dir = tmp_path / "maps"
@@ -51,4 +51,16 @@ def test_unreadable_scene_shows_the_engine_message(qtbot, settings, trained_run,
         panel.add_scenes([bad])
     assert panel.plan is None
     assert "bad.tif" in panel.error_label.text()
+    assert not panel.run_button.isEnabled()
+
+
+def test_far_too_coarse_scene_is_stopped_in_the_preflight_box(qtbot, settings, trained_run):
+    panel = LabelPanel(settings)
+    qtbot.addWidget(panel)
+    with qtbot.waitSignal(panel.bundleLoaded, timeout=60000):
+        panel.bundle_field.set_path(trained_run / "model.sembridge")
+    with qtbot.waitSignal(panel.planned, timeout=60000):
+        panel.add_scenes([demo_project() / "scene" / "scene_subset.tif"])
+    assert panel.plan is not None and panel.plan.blocked
+    assert "far coarser than the training data" in panel.error_label.text() and "300 m" in panel.error_label.text()
     assert not panel.run_button.isEnabled()
