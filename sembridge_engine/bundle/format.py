@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sembridge_engine.colours import hex_to_rgb
+from sembridge_engine.config import MAX_TILE
 
 FORMAT_VERSION = 1
 BUNDLE_SUFFIX = ".sembridge"
@@ -113,8 +114,9 @@ def validate_metadata(metadata: Any, source: str) -> None:
             raise BundleError(f"{source}: 'class_colours': {error}") from None
     if len(metadata["band_names"]) != n_channels:
         raise BundleError(f"{source}: 'band_names' lists {len(metadata['band_names'])} bands but 'in_channels' is {n_channels}")
-    if metadata["tile_size"] < 1:
-        raise BundleError(f"{source}: 'tile_size' must be positive, got {metadata['tile_size']}")
+    if not 1 <= metadata["tile_size"] <= MAX_TILE:
+        raise BundleError(f"{source}: 'tile_size' {metadata['tile_size']} is beyond what SemBridge trains (1 to {MAX_TILE} px); "
+                          "not a usable bundle")
     stats = metadata["channel_stats"]
     for part in ("mean", "std"):
         values = stats.get(part)

@@ -20,9 +20,10 @@ from sembridge_engine.events import BatchProgress, CancelToken, EventCallback
 
 from .predictor import Predictor, check_probabilities
 from .source import SceneSource
-from .writers import CLASS_NODATA, CONFIDENCE_NODATA, class_colormap, raster_profile
+from .writers import CONFIDENCE_NODATA, class_colormap, class_encoding, raster_profile
 
 STAGE = "label"
+MAX_WAITING_STRIPS = 2   # read strips kept while their windows wait for a full model batch
 
 
 class StripWriter:
@@ -30,32 +31,39 @@ class StripWriter:
 
     def __init__(self, class_sink, confidence_sink, probability_sink, num_classes: int) -> None:
         self.class_sink, self.confidence_sink, self.probability_sink = class_sink, confidence_sink, probability_sink
+        self.class_dtype, self.class_nodata = class_encoding(num_classes)
         self.pixels = np.zeros(num_classes, dtype=np.int64)
         self.confidence_sum = np.zeros(num_classes, dtype=np.float64)
         self.nodata_pixels = 0
 
-    def write(self, top: int, sums: np.ndarray, counts: np.ndarray, valid: np.ndarray) -> None:
+    def write(self, top: int, sums: np.ndarray, counts: np.ndarray, valid: np.ndarray, lo: int, hi: int) -> None:
+        """Rows ``top ..`` from accumulated ``sums``/``counts``; only columns ``lo:hi`` can hold windows' votes.
+
+        Only those columns are computed and written: the rasters are sparse GeoTIFFs whose unwritten parts
+        read as nodata, so a mostly empty scene costs little more than reading it.
+        """
         from rasterio.windows import Window
 
         rows, width = counts.shape
-        labelled = valid & (counts > 0)
-        coverage = np.maximum(counts, 1.0)
-        # The argmax of the averaged probabilities is the argmax of their sum.
-        best_class = sums.argmax(axis=0)
-        classes = best_class.astype(np.uint8)
-        confidence = np.take_along_axis(sums, best_class[None], axis=0)[0] / coverage
-        classes[~labelled] = CLASS_NODATA
-        confidence[~labelled] = CONFIDENCE_NODATA
-        window = Window(0, top, width, rows)
-        self.class_sink.write(classes, 1, window=window)
-        self.confidence_sink.write(confidence.astype(np.float32, copy=False), 1, window=window)
-        if self.probability_sink is not None:
-            probabilities = sums / coverage
-            probabilities[:, ~labelled] = CONFIDENCE_NODATA
-            self.probability_sink.write(probabilities.astype(np.float32, copy=False), window=window)
-        kept = classes[labelled]
+        kept = np.zeros(0, dtype=np.int64)
+        if hi > lo:
+            part_sums, part_counts = sums[:, :, lo:hi], counts[:, lo:hi]
+            labelled = valid[:, lo:hi] & (part_counts > 0)
+            coverage = np.maximum(part_counts, 1.0)
+            # The argmax of the averaged probabilities is the argmax of their sum.
+            best_class = part_sums.argmax(axis=0)
+            best = np.take_along_axis(part_sums, best_class[None], axis=0)[0] / coverage
+            classes = np.where(labelled, best_class, self.class_nodata).astype(self.class_dtype)
+            confidence = np.where(labelled, best, CONFIDENCE_NODATA).astype(np.float32)
+            window = Window(lo, top, hi - lo, rows)
+            self.class_sink.write(classes, 1, window=window)
+            self.confidence_sink.write(confidence, 1, window=window)
+            if self.probability_sink is not None:
+                probabilities = np.where(labelled, part_sums / coverage, CONFIDENCE_NODATA).astype(np.float32)
+                self.probability_sink.write(probabilities, window=window)
+            kept = best_class[labelled]
+            self.confidence_sum += np.bincount(kept, weights=best[labelled], minlength=len(self.pixels))
         self.pixels += np.bincount(kept, minlength=len(self.pixels))
-        self.confidence_sum += np.bincount(kept, weights=confidence[labelled], minlength=len(self.pixels))
         self.nodata_pixels += int(rows * width - kept.size)
 
     def mean_confidence(self) -> list[float | None]:
@@ -71,6 +79,8 @@ class _Strip:
     valid: np.ndarray
     row_sums: np.ndarray
     row_counts: np.ndarray
+    left: int = 0            # columns [left, right) hold this strip's windows (empty when right <= left)
+    right: int = 0
     outstanding: int = 0
     read: bool = False
 
@@ -84,6 +94,8 @@ class _BatchedClassifier:
         self.pending = 0
 
     def add(self, strip: _Strip, starts: np.ndarray, tiles: np.ndarray) -> None:
+        first, last = int(starts.min()), int(starts.max()) + self.window_width
+        strip.left, strip.right = (first, last) if strip.right <= strip.left else (min(strip.left, first), max(strip.right, last))
         self.queue.append((strip, starts, tiles))
         self.pending += len(starts)
         strip.outstanding += len(starts)
@@ -134,18 +146,26 @@ def run_windows(source: SceneSource, predictor: Predictor, bundle, batch: int, w
     waiting: list[_Strip] = []
     processed = skipped = done = 0
 
+    active = [width, 0]  # columns of the rolling accumulator that hold votes
+
     def finish_ready_strips() -> None:
         nonlocal done
         while waiting and waiting[0].read and waiting[0].outstanding == 0:
             strip = waiting.pop(0)
-            sums[:] += np.cumsum(strip.row_sums[:, :width], axis=1)[:, None, :]
-            counts[:] += np.cumsum(strip.row_counts[:width])[None, :]
-            rows = strip.finished
-            writer.write(strip.top, sums[:, :rows], counts[:rows], strip.valid)
-            sums[:, :window_height - rows] = sums[:, rows:].copy()
-            sums[:, window_height - rows:] = 0.0
-            counts[:window_height - rows] = counts[rows:].copy()
-            counts[window_height - rows:] = 0.0
+            if strip.right > strip.left:
+                lo, hi = strip.left, strip.right
+                sums[:, :, lo:hi] += np.cumsum(strip.row_sums[:, lo:hi], axis=1)[:, None, :]
+                counts[:, lo:hi] += np.cumsum(strip.row_counts[lo:hi])[None, :]
+                active[:] = [min(active[0], lo), max(active[1], hi)]
+            lo, hi, rows = active[0], active[1], strip.finished
+            writer.write(strip.top, sums[:, :rows], counts[:rows], strip.valid, lo, hi)
+            if hi > lo:  # roll the accumulator up by the rows just written
+                sums[:, :window_height - rows, lo:hi] = sums[:, rows:, lo:hi].copy()
+                sums[:, window_height - rows:, lo:hi] = 0.0
+                counts[:window_height - rows, lo:hi] = counts[rows:, lo:hi].copy()
+                counts[window_height - rows:, lo:hi] = 0.0
+                if not counts[:, lo:hi].any():
+                    active[:] = [width, 0]
             done += 1
             callback(BatchProgress(STAGE, 0, done, len(tops)))
 
@@ -164,6 +184,8 @@ def run_windows(source: SceneSource, predictor: Predictor, bundle, batch: int, w
             classifier.run()
         if chunk.last_in_strip:
             strip.read = True
+            if len(waiting) > MAX_WAITING_STRIPS:  # a part batch holds back finished strips: run it, memory stays flat
+                classifier.run(flush=True)
             finish_ready_strips()
     classifier.run(flush=True)
     finish_ready_strips()
@@ -177,7 +199,8 @@ def write_rasters(source: SceneSource, bundle, predictor: Predictor, batch: int,
 
     geometry = (source.crs, source.transform, source.width, source.height)
     with contextlib.ExitStack() as sinks:
-        class_sink = sinks.enter_context(rasterio.open(temporaries["classes"], "w", **raster_profile(*geometry, "uint8", 1, CLASS_NODATA)))
+        class_dtype, class_nodata = class_encoding(bundle.num_classes)
+        class_sink = sinks.enter_context(rasterio.open(temporaries["classes"], "w", **raster_profile(*geometry, class_dtype, 1, class_nodata)))
         class_sink.write_colormap(1, class_colormap(bundle.colours))
         class_sink.set_band_description(1, "class")
         class_sink.update_tags(class_names=",".join(bundle.class_names))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 DEFAULT_BATCH = 32
+MAX_WINDOW = 4096   # scene pixels on a window's side: one float32 RGB window is then 192 MiB
 RADIOMETRY_MODES = ("auto", "none", "dtype")
 DEFAULT_BLOCK = 512
 
@@ -67,6 +68,9 @@ class LabelOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SceneError(f"{name} must be a positive number of scene pixels, got {value} (leave it out for the default)")
+            if value is not None and value > MAX_WINDOW:
+                raise SceneError(f"{name} {value} is beyond the limit of {MAX_WINDOW} scene pixels (one window would take "
+                                 f"{3 * value * value * 4 / 2**30:.1f} GiB); label a coarser copy of the scene instead")
         if self.batch < 1:
             raise SceneError(f"batch must be >= 1, got {self.batch}")
         if self.block < 16:

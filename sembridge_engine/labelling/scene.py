@@ -8,24 +8,26 @@ Each window is resized to the model input by the training pipeline's own ``prepr
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from sembridge_engine.atomic import remove_quietly, replace_all, temporary_path
+from sembridge_engine.atomic import remove_quietly, remove_stale_temporaries, temporary_path
 from sembridge_engine.events import CancelToken, EventCallback, ignore_event
 
 from . import writers
-from .accumulate import write_rasters
+from .accumulate import MAX_WAITING_STRIPS, StripWriter, write_rasters
 from .options import LabelOptions, SceneError
+from .output_set import commit_outputs, output_paths, previous_outputs
 from .predictor import Predictor, make_predictor
 from .radiometry import RadiometryMapping
 from .scale import ScaleChoice
 from .source import SceneSource, open_source
 from .windows import SceneLayout, scene_layout
-from .writers import GTIFF_BLOCK
+from .writers import GTIFF_BLOCK, raster_profile
 
 __all__ = ["LabelOptions", "LabelResult", "ScenePlan", "SceneError", "label_scene", "plan_scene", "scene_layout"]
 
@@ -33,6 +35,7 @@ __all__ = ["LabelOptions", "LabelResult", "ScenePlan", "SceneError", "label_scen
 # on the registered backbones at 64-256 px tiles; an estimate for the pre-flight plan only).
 ACTIVATION_FACTOR = 48
 PLAN_OVERHEAD = 1.15
+READ_CACHE_BYTES = 64 * 2**20  # GDAL's block cache while sampling and planning (its default is 5 % of the RAM)
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class LabelResult:
     probabilities: Path | None = None
     polygons: Path | None = None
     preview: Path | None = None
+    manifest: Path | None = None
     windows: int = 0
     windows_skipped: int = 0
     seconds: float = 0.0
@@ -95,7 +99,7 @@ class LabelResult:
 
     def paths(self) -> list[Path]:
         return [path for path in (self.classes, self.style, self.confidence, self.probabilities,
-                                  self.polygons, self.preview, self.summary) if path is not None]
+                                  self.polygons, self.preview, self.summary, self.manifest) if path is not None]
 
 
 def gdal_cache_bytes(width: int, num_classes: int, probabilities: bool) -> int:
@@ -113,7 +117,7 @@ def _memory_estimate(bundle, predictor: Predictor, layout: SceneLayout, batch: i
                      probabilities: bool) -> int:
     classes = bundle.num_classes
     strip = layout.window_height * layout.width
-    accumulators = (classes + 1) * strip * 4 + strip + (classes + 1) * (layout.width + 1) * 4
+    accumulators = (classes + 1) * strip * 4 + (MAX_WAITING_STRIPS + 1) * (layout.stride * layout.width + (classes + 1) * (layout.width + 1) * 4)
     finished_rows = layout.stride * layout.width * (1 + 4 + 4 * classes * (2 if probabilities else 1))
     chunk_width = min(layout.width, (batch - 1) * layout.stride + layout.window_width)
     reads = channels * layout.window_height * chunk_width * itemsize + 2 * batch * channels * layout.tile ** 2 * 4
@@ -122,9 +126,9 @@ def _memory_estimate(bundle, predictor: Predictor, layout: SceneLayout, batch: i
     return int(accumulators + finished_rows + reads + inputs * (1 + ACTIVATION_FACTOR) + predictor.model_bytes + cache)
 
 
-def _seconds_per_window(source: SceneSource, predictor: Predictor, batch: int) -> float:
+def _seconds_per_window(source: SceneSource, predictor: Predictor) -> float:
     """Wall time per window of radiometry, preprocessing and model work, from one timed batch after a warm-up."""
-    sample, tile = min(batch, 16), source.layout.tile
+    sample, tile = min(source.batch, 16), source.layout.tile
     windows = np.random.default_rng(0).integers(0, 200, size=(sample, len(source.indexes), tile, tile)).astype(source.dtype)
     predictor.predict(source.model_windows(windows))  # warm-up: kernels (onnx: the session) for this shape
     started = time.perf_counter()
@@ -132,42 +136,57 @@ def _seconds_per_window(source: SceneSource, predictor: Predictor, batch: int) -
     return (time.perf_counter() - started) / sample
 
 
+def _seconds_per_strip(source: SceneSource, bundle, probabilities: bool) -> tuple[float, float]:
+    """(reading and cutting one strip, writing one fully labelled strip): the work a scene costs besides the model,
+    timed on the middle strip and on a synthetic strip (at most 2048 columns, scaled) written to memory."""
+    from rasterio.io import MemoryFile
+
+    layout = source.layout
+    started = time.perf_counter()
+    for _ in source.chunks(source.batch, None, strips=[len(layout.ys) // 2]):
+        pass
+    read = time.perf_counter() - started
+    columns, rows, classes = min(layout.width, 2048), layout.stride, bundle.num_classes
+    sums = np.random.default_rng(0).random((classes, rows, columns), dtype=np.float32)
+    rasters = [("uint16", 1, 65535), ("float32", 1, -1.0)] + ([("float32", classes, -1.0)] if probabilities else [])
+    with contextlib.ExitStack() as stack:
+        sinks = [stack.enter_context(stack.enter_context(MemoryFile()).open(
+            **raster_profile(source.crs, source.transform, columns, rows, dtype, count, nodata))) for dtype, count, nodata in rasters]
+        writer = StripWriter(sinks[0], sinks[1], sinks[2] if probabilities else None, classes)
+        started = time.perf_counter()
+        writer.write(0, sums, np.ones((rows, columns), np.float32), np.ones((rows, columns), bool), 0, columns)
+    return read, (time.perf_counter() - started) * layout.width / columns
+
+
 def plan_scene(bundle, scene, options: LabelOptions | None = None) -> ScenePlan:
-    """Windows, skipped-window estimate, peak memory estimate (bytes) and expected seconds on the device."""
+    """Windows, skipped-window estimate, peak memory estimate (bytes) and expected seconds on the device.
+
+    The time counts the model's work on the windows with data and, for every strip, reading it and
+    writing its labelled part (so a huge scene, even one without data, is not estimated at a few seconds).
+    """
+    import rasterio
+
     options = options or LabelOptions()
     path = Path(scene)
     predictor = make_predictor(bundle, options.device)
-    source = open_source(path, bundle, options)
-    with source.dataset:
-        layout = source.layout
-        skipped = source.empty_windows_estimate()
-        memory = _memory_estimate(bundle, predictor, layout, options.batch, len(source.indexes), source.dtype.itemsize, options.probabilities)
-        per_window = _seconds_per_window(source, predictor, options.batch)
+    with rasterio.Env(GDAL_CACHEMAX=READ_CACHE_BYTES):
+        source = open_source(path, bundle, options)
+        with source.dataset:
+            layout = source.layout
+            skipped = source.empty_windows_estimate()
+            memory = _memory_estimate(bundle, predictor, layout, source.batch, len(source.indexes), source.dtype.itemsize,
+                                      options.probabilities)
+            per_window = _seconds_per_window(source, predictor)
+            read, write = _seconds_per_strip(source, bundle, options.probabilities)
+    strips = len(layout.ys)
+    labelled_share = 1.0 - skipped / layout.windows
+    seconds = (layout.windows - skipped) * per_window + strips * (read + labelled_share * write)
     return ScenePlan(
         scene=str(path), width=layout.width, height=layout.height, band_indexes=source.indexes, nodata=source.nodata,
-        tile=layout.tile, stride=layout.stride, batch=options.batch, windows=layout.windows,
-        windows_skipped_estimate=skipped, memory_bytes=memory,
-        seconds_estimate=(layout.windows - skipped) * per_window * PLAN_OVERHEAD, device=str(predictor.device),
-        scale=source.scale, radiometry=source.radiometry,
+        tile=layout.tile, stride=layout.stride, batch=source.batch, windows=layout.windows,
+        windows_skipped_estimate=skipped, memory_bytes=memory, seconds_estimate=seconds * PLAN_OVERHEAD,
+        device=str(predictor.device), scale=source.scale, radiometry=source.radiometry,
     )
-
-
-def output_paths(out_dir: Path, scene_path: Path, options: LabelOptions) -> dict[str, Path]:
-    """Final paths of the outputs ``options`` asks for, named after the scene."""
-    stem = scene_path.stem
-    paths = {
-        "classes": out_dir / f"{stem}_classes.tif",
-        "style": out_dir / f"{stem}_classes.qml",
-        "confidence": out_dir / f"{stem}_confidence.tif",
-        "probabilities": out_dir / f"{stem}_probabilities.tif",
-        "polygons": out_dir / f"{stem}_classes.gpkg",
-        "preview": out_dir / f"{stem}_preview.png",
-        "summary": out_dir / f"{stem}_summary.json",
-    }
-    for key, wanted in (("probabilities", options.probabilities), ("polygons", options.polygons), ("preview", options.preview)):
-        if not wanted:
-            paths.pop(key)
-    return paths
 
 
 def _summary(source: SceneSource, bundle, options: LabelOptions, predictor: Predictor, writer, processed: int,
@@ -178,10 +197,11 @@ def _summary(source: SceneSource, bundle, options: LabelOptions, predictor: Pred
         "scene": str(source.path), "model": str(bundle.path), "width": layout.width, "height": layout.height,
         "window": [int(extent.col_off), int(extent.row_off), int(extent.width), int(extent.height)],
         "crs": source.crs.to_string() if source.crs else None, "bands": source.indexes, "nodata": source.nodata,
-        "tile": layout.tile, "stride": layout.stride, "batch": options.batch, "device": str(predictor.device),
+        "tile": layout.tile, "stride": layout.stride, "batch": source.batch, "device": str(predictor.device),
         "scale": source.scale.to_summary(), "scale_warning": source.scale.warning,
         "radiometry": source.radiometry.to_summary(), "radiometry_warning": source.radiometry.warning,
         "windows": layout.windows, "windows_classified": processed, "windows_skipped": skipped,
+        "class_dtype": writer.class_dtype, "class_nodata": writer.class_nodata,
         "labelled_pixels": int(writer.pixels.sum()), "nodata_pixels": writer.nodata_pixels, "seconds": round(seconds, 3),
         "classes": [
             {"class_id": index, "class_name": name, "colour": colour, "pixels": int(count),
@@ -195,11 +215,13 @@ def label_scene(bundle, scene, out_dir, options: LabelOptions | None = None, *, 
                 cancel: CancelToken | None = None) -> LabelResult:
     """Label ``scene`` with the bundle's model and write every output into ``out_dir`` atomically.
 
-    Outputs (named after the scene): ``_classes.tif`` (uint8, colour table, nodata 255) with its QGIS
-    ``_classes.qml``, ``_confidence.tif`` (float32 max probability, nodata -1), optional
-    ``_probabilities.tif`` (one float32 band per class), ``_classes.gpkg`` (one dissolved polygon per
-    class), ``_preview.png`` (classes over the scene with a legend) and ``_summary.json``.
-    On cancel or error no file is left under a final name (Cancelled is re-raised).
+    Outputs (named after the scene): ``_classes.tif`` (colour table; uint8 with nodata 255, uint16 with
+    nodata 65535 beyond 255 classes) with its QGIS ``_classes.qml``, ``_confidence.tif`` (float32 max
+    probability, nodata -1), optional ``_probabilities.tif`` (one float32 band per class),
+    ``_classes.gpkg`` (one dissolved polygon per class), ``_preview.png`` (classes over the scene with a
+    legend), ``_summary.json`` and ``_manifest.json`` (the set; see output_set: an earlier set of the same
+    scene in ``out_dir`` is replaced as a whole). On cancel or error no file is left under a final name
+    and the previous set is untouched (Cancelled is re-raised).
     """
     import rasterio
 
@@ -209,13 +231,16 @@ def label_scene(bundle, scene, out_dir, options: LabelOptions | None = None, *, 
     predictor = make_predictor(bundle, options.device)
     finals = output_paths(out_dir, scene_path, options)
     temporaries = {key: temporary_path(path) for key, path in finals.items()}
-    source = open_source(scene_path, bundle, options)
+    previous_outputs(out_dir, scene_path)  # refuses a folder holding another scene's set before any work
+    with rasterio.Env(GDAL_CACHEMAX=READ_CACHE_BYTES):
+        source = open_source(scene_path, bundle, options)
     with source.dataset, rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(source.width, bundle.num_classes, options.probabilities)):
         if source.scale.blocked:
             raise SceneError(source.scale.warning)
         out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out_dir)
         try:
-            writer, processed, skipped = write_rasters(source, bundle, predictor, options.batch, temporaries, callback, cancel)
+            writer, processed, skipped = write_rasters(source, bundle, predictor, source.batch, temporaries, callback, cancel)
             writers.write_qml(temporaries["style"], bundle.class_names, bundle.colours)
             if cancel is not None:
                 cancel.raise_if_cancelled()
@@ -232,11 +257,11 @@ def label_scene(bundle, scene, out_dir, options: LabelOptions | None = None, *, 
                                _summary(source, bundle, options, predictor, writer, processed, skipped, shares, seconds))
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            replace_all([(temporaries[key], finals[key]) for key in finals])
+            manifest = commit_outputs(out_dir, scene_path, {temporaries[key]: finals[key] for key in finals})
         finally:
             remove_quietly(list(temporaries.values()))
     return LabelResult(
         classes=finals["classes"], style=finals["style"], confidence=finals["confidence"], summary=finals["summary"],
         probabilities=finals.get("probabilities"), polygons=finals.get("polygons"), preview=finals.get("preview"),
-        windows=source.layout.windows, windows_skipped=skipped, seconds=seconds, class_shares=shares,
+        manifest=manifest, windows=source.layout.windows, windows_skipped=skipped, seconds=seconds, class_shares=shares,
     )

@@ -18,10 +18,10 @@ import numpy as np
 
 from sembridge_engine.events import CancelToken
 
-from .options import LabelOptions, SceneError
+from .options import MAX_WINDOW, LabelOptions, SceneError
 from .radiometry import RadiometryMapping, needs_samples, plan_radiometry, valid_samples
 from .scale import ScaleChoice, choose_window
-from .windows import SceneLayout, decimation, empty_windows, scene_layout, windows_from_chunk
+from .windows import SceneLayout, decimation, empty_windows, scene_layout, window_batch, windows_from_chunk
 
 SAMPLE_GRID = 16      # radiometry sampling: a 16 x 16 lattice of windows ...
 SAMPLE_WINDOW = 32    # ... of 32 x 32 pixels (at most 262 144 pixels per band)
@@ -176,6 +176,7 @@ class SceneSource:
     extent: object            # rasterio Window of the labelled part, in scene pixels
     layout: SceneLayout
     scale: ScaleChoice        # why the windows have their size
+    batch: int = 1            # windows per read and model batch (the option's, fewer for very large windows)
     radiometry: RadiometryMapping | None = None
 
     def model_windows(self, windows: np.ndarray) -> np.ndarray:
@@ -261,13 +262,16 @@ class SceneSource:
         sample = self.read(out_shape=shape)
         return empty_windows(self.valid(sample, out_shape=shape), factor, self.layout)
 
-    def chunks(self, batch: int, cancel: CancelToken | None) -> Iterator["Chunk"]:
-        """Strip by strip, chunks of at most ``batch`` windows: one bounded read each, nodata windows dropped."""
+    def chunks(self, batch: int, cancel: CancelToken | None, strips: Sequence[int] | None = None) -> Iterator["Chunk"]:
+        """Strip by strip (all, or ``strips``), chunks of at most ``batch`` windows: one bounded read each,
+        nodata windows dropped."""
         from rasterio.windows import Window
 
         layout = self.layout
         window_width = layout.window_width
         for strip, top in enumerate(layout.ys.tolist()):
+            if strips is not None and strip not in strips:
+                continue
             for start in range(0, len(layout.xs), batch):
                 if cancel is not None:
                     cancel.raise_if_cancelled()
@@ -317,8 +321,12 @@ def open_source(path: Path, bundle, options: LabelOptions) -> SceneSource:
         stride = options.stride or LabelOptions.stride_for(scale.window)
         if stride > scale.window:
             raise SceneError(f"stride must be between 1 and the window size {scale.window} (windows must touch or overlap), got {stride}")
+        if scale.window > MAX_WINDOW:
+            raise SceneError(f"{path}: windows of {scale.window} scene pixels ({scale.describe()}) are beyond the limit of "
+                             f"{MAX_WINDOW}; label a coarser copy of the scene, or set --tile / --footprint")
         layout = scene_layout(width, height, scale.window, stride)
-        source = SceneSource(path, dataset, indexes, nodata, use_mask, extent, layout, scale)
+        source = SceneSource(path, dataset, indexes, nodata, use_mask, extent, layout, scale,
+                             batch=window_batch(options.batch, min(scale.window, max(width, height)), len(indexes)))
         samples = source.sample_pixels() if needs_samples(options.radiometry, bundle.radiometry) else None
         source.radiometry = plan_radiometry(options.radiometry, bundle.radiometry, source.dtype, samples)
         return source

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+WINDOW_BATCH_BYTES = 256 * 2**20  # float32 model inputs of one batch of windows, before resizing
+
 
 @dataclass(frozen=True)
 class SceneLayout:
@@ -99,3 +101,8 @@ def decimation(layout: SceneLayout, longest: int = 512) -> tuple[int, tuple[int,
     """Factor and (rows, columns) of a read at most ``longest`` pixels on a side."""
     factor = max(1, math.ceil(max(layout.width, layout.height) / longest))
     return factor, (math.ceil(layout.height / factor), math.ceil(layout.width / factor))
+
+
+def window_batch(batch: int, window: int, channels: int, budget: int = WINDOW_BATCH_BYTES) -> int:
+    """Windows per read and model batch: ``batch``, or fewer when that many float32 windows would exceed ``budget``."""
+    return max(1, min(batch, budget // (channels * window * window * 4)))

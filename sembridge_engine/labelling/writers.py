@@ -15,7 +15,8 @@ import numpy as np
 
 from sembridge_engine.colours import hex_to_rgb
 
-CLASS_NODATA = 255
+MAX_CLASSES = 65535   # class ids 0..65534 in uint16, 65535 for nodata
+PREVIEW_LEGEND_ROWS = 40
 CONFIDENCE_NODATA = -1.0
 GTIFF_BLOCK = 256
 PREVIEW_MAX_SIZE = 1024
@@ -23,12 +24,14 @@ PREVIEW_ALPHA = 0.55
 
 
 def raster_profile(crs, transform, width: int, height: int, dtype: str, count: int, nodata: float) -> dict:
-    """Tiled 256x256 DEFLATE GeoTIFF with the scene's CRS and transform copied unchanged."""
+    """Tiled 256x256 DEFLATE GeoTIFF with the scene's CRS and transform copied unchanged; sparse (blocks
+    never written are left out of the file and read as nodata), so nodata areas cost nothing."""
     return {
         "driver": "GTiff", "dtype": dtype, "count": count, "nodata": nodata,
         "width": width, "height": height, "crs": crs, "transform": transform,
         "tiled": True, "blockxsize": GTIFF_BLOCK, "blockysize": GTIFF_BLOCK,
-        "compress": "deflate", "predictor": 2 if dtype == "uint8" else 3, "BIGTIFF": "IF_SAFER",
+        "compress": "deflate", "predictor": 3 if dtype.startswith("float") else 2, "BIGTIFF": "IF_SAFER",
+        "sparse_ok": True,
     }
 
 
@@ -38,10 +41,19 @@ def class_names_of(dataset) -> list[str]:
     return [name for name in text.split(",") if name] if text else []
 
 
+def class_encoding(num_classes: int) -> tuple[str, int]:
+    """(dtype, nodata) of a class raster: uint8 with nodata 255 up to 255 classes, uint16 with nodata 65535 above."""
+    if num_classes <= 255:
+        return "uint8", 255
+    if num_classes <= MAX_CLASSES:
+        return "uint16", 65535
+    raise ValueError(f"{num_classes} classes do not fit a class raster (at most {MAX_CLASSES})")
+
+
 def class_colormap(colours: Sequence[str]) -> dict[int, tuple[int, int, int, int]]:
-    """GeoTIFF colour table: class colours opaque, the nodata index transparent."""
+    """GeoTIFF colour table: class colours opaque, the nodata index transparent (GDAL fills the rest)."""
     table = {index: (*hex_to_rgb(colour), 255) for index, colour in enumerate(colours)}
-    table[CLASS_NODATA] = (0, 0, 0, 0)
+    table[class_encoding(len(colours))[1]] = (0, 0, 0, 0)
     return table
 
 
@@ -90,7 +102,7 @@ def write_polygons(path: Path, class_raster: Path, class_names: Sequence[str], m
         crs = dataset.crs
         for window in _block_windows(dataset.width, dataset.height, block):
             classes = dataset.read(1, window=window)
-            valid = classes != CLASS_NODATA
+            valid = classes != dataset.nodata
             if not valid.any():
                 continue
             for geometry, value in shapes(classes, mask=valid, transform=dataset.window_transform(window)):
@@ -103,7 +115,10 @@ def write_polygons(path: Path, class_raster: Path, class_names: Sequence[str], m
         "mean_confidence": [float(mean_confidence[class_id]) if mean_confidence[class_id] is not None else float("nan") for class_id in class_ids],
         "area": shapely.area(np.asarray(geometries, dtype=object)).astype(np.float64),
     }, geometry=geometries, crs=crs)
-    frame.to_file(path, driver="GPKG", layer="classes", engine="pyogrio")
+    try:
+        frame.to_file(path, driver="GPKG", layer="classes", engine="pyogrio")
+    except Exception as error:  # pyogrio/GDAL errors (a full disk, a read-only folder) have several types
+        raise OSError(f"{path.parent}: cannot write the GeoPackage of class polygons ({error})") from None
     return len(frame)
 
 
@@ -151,7 +166,7 @@ def write_preview(path: Path, source, class_raster: Path, class_names: Sequence[
     indexes = source.indexes
     rgb_indexes = list(indexes)[:3] if len(indexes) >= 3 else [indexes[0]] * 3
     low, high = _stretch_limits(source, rgb_indexes, block)
-    palette = np.zeros((256, 3), dtype=np.float32)
+    palette = np.zeros((len(colours) + 1, 3), dtype=np.float32)  # the extra row stands for nodata
     palette[: len(colours)] = [hex_to_rgb(colour) for colour in colours]
     image = np.zeros((height, width, 3), dtype=np.uint8)
     with rasterio.open(class_raster) as classes_dataset:
@@ -162,24 +177,29 @@ def write_preview(path: Path, source, class_raster: Path, class_names: Sequence[
             rgb = source.read(window, indexes=rgb_indexes, out_shape=(bottom - top, width))
             classes = classes_dataset.read(1, window=window, out_shape=(bottom - top, width), resampling=Resampling.nearest)
             stretched = (rgb.astype(np.float32) - low[: 3, None, None].astype(np.float32)) / (high[:3, None, None] - low[:3, None, None]).astype(np.float32)
-            base = np.clip(np.nan_to_num(stretched) * 255.0, 0, 255).transpose(1, 2, 0)
-            labelled = classes != CLASS_NODATA
-            blended = np.where(labelled[..., None], (1 - PREVIEW_ALPHA) * base + PREVIEW_ALPHA * palette[classes], base)
+            base = np.clip(np.nan_to_num(stretched, nan=0.0, posinf=1.0, neginf=0.0) * 255.0, 0, 255).transpose(1, 2, 0)
+            labelled = classes != classes_dataset.nodata
+            colour = palette[np.where(labelled, classes, len(colours))]
+            blended = np.where(labelled[..., None], (1 - PREVIEW_ALPHA) * base + PREVIEW_ALPHA * colour, base)
             image[top:bottom] = blended.astype(np.uint8)
     font_size = 14
     font = _legend_font(font_size)
     labels = [f"{name} ({share:.1%})" for name, share in zip(class_names, shares)] if shares is not None else list(class_names)
+    entries = list(zip(labels, colours))
+    if len(entries) > PREVIEW_LEGEND_ROWS:  # many classes: the largest shares, and how many are left out
+        order = np.argsort([-share for share in shares]) if shares is not None else np.arange(len(entries))
+        entries = [entries[index] for index in order[:PREVIEW_LEGEND_ROWS - 1]] + [(f"... {len(entries) - PREVIEW_LEGEND_ROWS + 1} more", "#ffffff")]
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_width = max(int(probe.textlength(label, font=font)) for label in labels)
+    text_width = max(int(probe.textlength(label, font=font)) for label, _ in entries)
     row_height = font_size + 8
     legend_width = 16 + 18 + 8 + text_width + 16
-    canvas_height = max(height, 16 + row_height * (len(class_names) + 1))
+    canvas_height = max(height, 16 + row_height * (len(entries) + 1))
     canvas = Image.new("RGB", (width + legend_width, canvas_height), (255, 255, 255))
     canvas.paste(Image.fromarray(image), (0, 0))
     draw = ImageDraw.Draw(canvas)
     left = width + 16
     draw.text((left, 8), "Classes", fill=(0, 0, 0), font=font)
-    for row, (label, colour) in enumerate(zip(labels, colours), start=1):
+    for row, (label, colour) in enumerate(entries, start=1):
         top = 8 + row * row_height
         draw.rectangle([left, top, left + 18, top + font_size], fill=hex_to_rgb(colour), outline=(0, 0, 0))
         draw.text((left + 26, top), label, fill=(0, 0, 0), font=font)

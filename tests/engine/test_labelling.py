@@ -27,7 +27,7 @@ from .labelling_fixtures import single_torch_thread  # noqa: F401  (fixture)
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 SCENE_OUTPUTS = {"scene_subset_classes.tif", "scene_subset_classes.qml", "scene_subset_confidence.tif",
                  "scene_subset_probabilities.tif", "scene_subset_classes.gpkg", "scene_subset_preview.png",
-                 "scene_subset_summary.json"}
+                 "scene_subset_summary.json", "scene_subset_manifest.json"}
 
 
 @pytest.fixture(scope="module")
