@@ -52,16 +52,20 @@ class RadiometryMapping:
 
     def training_units(self, windows: np.ndarray) -> np.ndarray:
         """(N, C, h, w) or (C, h, w) native pixels -> float32 values in the training images' units (their DN)."""
-        gain = np.asarray(self.gain, dtype=np.float32).reshape(-1, 1, 1)
-        offset = np.asarray(self.offset, dtype=np.float32).reshape(-1, 1, 1)
-        return windows.astype(np.float32) * gain + offset
+        return self._affine(windows, 1.0)
 
     def apply(self, windows: np.ndarray) -> np.ndarray:
         """Native pixels -> what ``preprocess_arrays`` takes: as they are, or float32 training units divided as
         training divided its images (so ``scale_by_dtype`` leaves them alone)."""
         if self.applied == "none":
             return windows
-        return self.training_units(windows) / np.float32(dtype_divisor(self.training_dtype))
+        return self._affine(windows, dtype_divisor(self.training_dtype))
+
+    def _affine(self, windows: np.ndarray, divisor: float) -> np.ndarray:
+        out = windows.astype(np.float32)  # one copy, then in place: the mapping runs on every window
+        out *= (np.asarray(self.gain, dtype=np.float32) / np.float32(divisor)).reshape(-1, 1, 1)
+        out += (np.asarray(self.offset, dtype=np.float32) / np.float32(divisor)).reshape(-1, 1, 1)
+        return out
 
     def describe(self) -> str:
         if self.applied == "none":

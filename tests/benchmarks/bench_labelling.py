@@ -4,7 +4,14 @@
     (ratio = bare time / labelling time; 1.0 means labelling adds nothing around the model),
 (b) peak RSS of labelling a 1k x 1k and a 10k x 10k scene, each in its own subprocess
     (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the child), which should be close,
-(c) megapixels per second on the CPU.
+(c) megapixels per second on the CPU,
+(d) the cost of radiometry matching: sampling a scene's percentiles (a lattice of small windowed reads)
+    on a 1k and a 10k scene, and labelling with the per-window mapping vs without,
+(e) an all-nodata sparse scene: the plan's time estimate against the real run, and peak RSS.
+
+The bundle records a footprint and input radiometry like a trained one (demo photos at 0.3 m); windows
+are set explicitly (``tile``) because the Landsat pixels are far coarser than the photos, and the
+Landsat values differ from the photos', so ``auto`` radiometry maps every window.
 
 Scenes are VRT mosaics of the real Landsat ``RGB.byte.tif`` (from ../shared/data/scenes, or the demo
 subset when that is absent), so pixels and nodata borders are real. The model is a small
@@ -69,7 +76,7 @@ def build_bundle(workdir: Path, arch: str) -> Path:
     from sembridge_engine.training.outputs import export_bundle
     from tests.engine.labelling_fixtures import make_run_folder
 
-    return export_bundle(make_run_folder(workdir / "run", arch=arch, tile_size=TILE, fit_steps=3), check_onnx=False)
+    return export_bundle(make_run_folder(workdir / "run", arch=arch, tile_size=TILE, fit_steps=3, rgb_gsd=0.3), check_onnx=False)
 
 
 def bare_inference_seconds(bundle, scene: Path, stride: int, batch: int) -> tuple[float, int]:
@@ -108,6 +115,40 @@ def label_once(bundle, scene: Path, out: Path, stride: int, batch: int, **option
             "windows": result.windows}
 
 
+def best_seconds(call, repeats: int = REPEATS) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def sampling_seconds(bundle, scene: Path) -> tuple[float, int]:
+    """Opening a scene with radiometry auto minus opening it with none: the percentile sampling alone."""
+    from sembridge_engine.labelling.options import LabelOptions
+    from sembridge_engine.labelling.source import open_source
+
+    def opened(mode: str):
+        source = open_source(scene, bundle, LabelOptions(tile=TILE, radiometry=mode))
+        source.dataset.close()
+        return source
+
+    samples = opened("auto").radiometry.sample_pixels
+    return best_seconds(lambda: opened("auto")) - best_seconds(lambda: opened("none")), samples
+
+
+def empty_scene(path: Path, size: int) -> Path:
+    """An all-nodata ``size`` x ``size`` GeoTIFF (sparse: no block written), as a huge scene outside its data."""
+    import rasterio
+    from affine import Affine
+
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8", nodata=0, crs="EPSG:32618",
+                       transform=Affine(30, 0, 1e5, 0, -30, 3e6), tiled=True, sparse_ok=True):
+        pass
+    return path
+
+
 def child(arguments: list[str]) -> None:
     """Label one scene in this fresh process and print timing plus this process's peak RSS."""
     import torch
@@ -125,7 +166,14 @@ def child(arguments: list[str]) -> None:
 
     with rasterio.open(scene) as dataset:
         megapixels = dataset.width * dataset.height / 1e6
-    report = label_once(bundle, Path(scene), Path(out), int(stride), int(batch))
+    report = {}
+    if Path(scene).stem.startswith("empty"):
+        from sembridge_engine.labelling.options import LabelOptions
+        from sembridge_engine.labelling.scene import plan_scene
+
+        report["plan_seconds"] = plan_scene(bundle, scene, LabelOptions(tile=TILE, stride=int(stride), batch=int(batch),
+                                                                         device="cpu")).seconds_estimate
+    report.update(label_once(bundle, Path(scene), Path(out), int(stride), int(batch)))
     report["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report["baseline_rss_mib"] = baseline_mib
     report["megapixels"] = megapixels
@@ -141,11 +189,13 @@ def run_child(bundle_path: Path, scene: Path, out: Path, stride: int, batch: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", type=Path, default=None, help="scene the mosaics repeat (default: the shared Landsat scene)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: the machine is shared)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--arch", default="shufflenet_v2_x0_5", help="student architecture (default: the smallest)")
     parser.add_argument("--big", type=int, default=10000, help="side of the large scene in pixels (0 skips it)")
     parser.add_argument("--big-stride", type=int, default=TILE, help="stride for the large scene (default: tile, no overlap)")
+    parser.add_argument("--empty", type=int, default=20000, help="side of the all-nodata scene in pixels (0 skips it)")
     args = parser.parse_args()
 
     import torch
@@ -153,7 +203,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from sembridge_engine.bundle import load_bundle
 
-    source = source_scene()
+    source = args.source or source_scene()
     with tempfile.TemporaryDirectory(prefix="bench_labelling_") as temporary:
         work = Path(temporary)
         bundle_path = build_bundle(work, args.arch)
@@ -186,6 +236,25 @@ def main() -> None:
             print(f"  {name} stride {stride}: {report['windows']} windows ({report['windows_run']} classified), "
                   f"{report['seconds']:.1f} s, {report['mpx_per_s']:.2f} Mpx/s, peak RSS {report['peak_rss_mib']:.0f} MiB "
                   f"(after imports and bundle load {report['baseline_rss_mib']:.0f} MiB)")
+
+        print("\n(d) radiometry matching: percentile sampling (lattice of windowed reads) and the per-window mapping")
+        for name, scene in [("1k x 1k", small)] + ([(scenes[-1][0], scenes[-1][1])] if args.big else []):
+            seconds, samples = sampling_seconds(bundle, scene)
+            print(f"  {name}: sampling {seconds * 1000:.0f} ms for {samples} pixels per band")
+        auto = min(label_once(bundle, small, work / f"auto_{repeat}", TILE, args.batch, polygons=False, preview=False)["seconds"]
+                   for repeat in range(REPEATS))
+        plain = min(label_once(bundle, small, work / f"none_{repeat}", TILE, args.batch, polygons=False, preview=False,
+                               radiometry="none")["seconds"] for repeat in range(REPEATS))
+        sample_1k = sampling_seconds(bundle, small)[0]
+        print(f"  1k x 1k stride {TILE}, rasters only: radiometry auto {auto:.2f} s vs none {plain:.2f} s -> ratio {plain / auto:.2f}; "
+              f"sampling is {sample_1k / auto:.1%} of the labelling")
+
+        if args.empty:
+            scene = empty_scene(work / "empty.tif", args.empty)
+            report = run_child(bundle_path, scene, work / "rss_empty", TILE, args.batch, args.threads)
+            print(f"\n(e) all-nodata sparse scene {args.empty} x {args.empty}, stride {TILE}: planned {report['plan_seconds']:.1f} s, "
+                  f"labelled in {report['seconds']:.1f} s (estimate / real {report['plan_seconds'] / report['seconds']:.2f}), "
+                  f"peak RSS {report['peak_rss_mib']:.0f} MiB (after imports and bundle load {report['baseline_rss_mib']:.0f} MiB)")
 
 
 if __name__ == "__main__":
