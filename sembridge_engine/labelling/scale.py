@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 COARSEST_FRACTION = 0.25   # a window below this share of the model's tile size is "too coarse"
+LARGEST_OVERHANG = 1.1     # a window up to 10 % larger than the scene is padded; beyond, the scene is "too small"
 FORCE_FLAG = "--force-scale"
 
 
@@ -102,7 +103,7 @@ def choose_window(name: str, model_tile: int, footprint_m: float | None, trainin
                    f"pixels. Use imagery of {_describe_gsd(footprint_m / (COARSEST_FRACTION * model_tile))} per pixel or finer, "
                    f"or {FORCE_FLAG} to label anyway")
         return ScaleChoice(window=window, basis="footprint", warning=warning, blocked=not force, **common)
-    if window > width or window > height:
+    if window > LARGEST_OVERHANG * width or window > LARGEST_OVERHANG * height:
         warning = (f"{name} is smaller than one training image: the model's footprint of {footprint_m:.4g} m{trained} is "
                    f"{window} pixels at the scene's {_describe_gsd(scene_gsd)}, larger than the scene ({width} x {height} px). "
                    f"Classify it as one tile (sembridge classify), or {FORCE_FLAG} to label anyway")

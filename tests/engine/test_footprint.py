@@ -190,6 +190,7 @@ def test_scale_choice_is_the_same_function_for_every_caller():
     assert choose_window("s", 64, 76.8, 0.3, 4.9, 1000, 1000).blocked  # 15.7 px < 64 / 4
     assert not choose_window("s", 64, 76.8, 0.3, 4.7, 1000, 1000).blocked
     assert choose_window("s", 64, 76.8, 0.3, 0.3, 200, 1000).blocked and not choose_window("s", 64, 76.8, 0.3, 0.3, 256, 256).blocked
+    assert not choose_window("s", 64, 76.8, 0.3, 0.3, 256, 249).blocked  # UC Merced's odd 256 x 249 photo: padded
 
 
 def test_band_presets_name_the_bands_of_sentinel2_scenes_without_descriptions(bundle, tmp_path):
