@@ -168,6 +168,10 @@ class StageConfig:
                               help="Tiles per optimisation step; lower it if memory runs out.")
     lr: float = setting(1e-3, label="Learning rate", minimum=0, maximum=10, above=True,
                         help="Step size of the optimiser; 1e-3 suits Adam.")
+    pretrained: str = setting("", label="Start from pretrained weights",
+                              help="'' trains from scratch; 'imagenet' starts from torchvision's ImageNet weights "
+                              "if they are in the torchvision cache (never downloaded here); or a weights file path. "
+                              "The first layer is adapted to the band count.")
 
 
 @dataclass
@@ -221,6 +225,28 @@ class DistillConfig:
                         help="How much each later interval grows.")
     probe_size: int = setting(64, label="Transport-cost probe", minimum=2, maximum=100_000,
                               help="Matched pairs on which the exact transport cost is measured each epoch.")
+    ssm_similarity: str = setting("cosine", label="Initial matching similarity", choices=("cosine", "csls"),
+                                  help="cosine is the paper's; csls lowers the score of 'hub' MS tiles that are close "
+                                  "to every RGB image, so the pairing spreads over more teachers.")
+    csls_neighbours: int = setting(10, label="CSLS neighbours", minimum=1, maximum=1000,
+                                   help="How many nearest neighbours define a tile's density for csls.")
+    teacher_capacity: float = setting(0.0, label="Teacher capacity", minimum=0, maximum=1000,
+                                      help="0 = any MS tile may teach any number of RGB images (the paper). Above 0, "
+                                      "each MS tile teaches at most capacity x (RGB images / MS tiles of its class), "
+                                      "in the initial matching and in every re-matching.")
+
+
+@dataclass
+class AugmentConfig:
+    dihedral: bool = setting(True, label="Rotations and flips",
+                             help="Train on all 8 rotations and reflections of each tile: imagery seen from above has "
+                             "no 'up', so each is an equally valid sample of its class.")
+    crop_min: float = setting(0.6, label="Random crop (smallest share)", minimum=0.1, maximum=1,
+                              help="Each training tile is a random crop of at least this share of its area, resized "
+                              "back; 1 = no cropping. Helps most with a few dozen images per class.")
+    colour_jitter: float = setting(0.2, label="RGB colour jitter", minimum=0, maximum=0.9,
+                                   help="Random brightness, contrast and saturation changes of up to this fraction for "
+                                   "RGB images (never for multispectral tiles, whose values are physical); 0 = none.")
 
 
 @dataclass
@@ -236,6 +262,13 @@ class TrainConfig:
                           help="auto picks a CUDA GPU, then Apple MPS, then the CPU.")
     workers: int = setting(0, label="Decoder threads", minimum=0, maximum=256,
                            help="Threads that decode tiles (0 = one per core).")
+    precise_bn: bool = setting(True, label="Re-estimate BatchNorm before validation",
+                               help="Before each validation, recompute BatchNorm statistics over the training tiles "
+                               "so a model is judged with settled statistics (few batches per epoch leave them stale).")
+    selection_window: int = setting(3, label="Model selection window (epochs)", minimum=1, maximum=100,
+                                    help="The kept epoch maximises the validation score averaged over this many "
+                                    "consecutive epochs (1 = the single best epoch, which chases noise on small "
+                                    "validation sets).")
 
 
 @dataclass
@@ -247,6 +280,7 @@ class RunConfig:
     matcher: MatcherConfig = field(default_factory=MatcherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @property

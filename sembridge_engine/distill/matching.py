@@ -13,7 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .hubness import capacity_assignment, csls
+
 _MAX_BLOCK_ELEMENTS = 1 << 24  # rows x candidates per matrix product (64 MB in float32)
+SIMILARITIES = ("cosine", "csls")
 
 
 def dynm_epochs(e0: int, delta_e: int, e_mu: int, total_epochs: int) -> list[int]:
@@ -51,20 +54,32 @@ def _row_blocks(rows: Tensor, candidate_count: int):
     return rows.split(block)
 
 
-def ssm_match(rgb_embeddings: Tensor, rgb_labels: Tensor, ms_embeddings: Tensor,
-              ms_membership: Tensor) -> tuple[Tensor, Tensor]:
-    """For every RGB tile: the same-class MS tile of highest cosine similarity -> (MS index, cosine)."""
+def ssm_match(rgb_embeddings: Tensor, rgb_labels: Tensor, ms_embeddings: Tensor, ms_membership: Tensor, *,
+              similarity: str = "cosine", neighbours: int = 10, capacity: float = 0.0) -> tuple[Tensor, Tensor]:
+    """For every RGB tile: the same-class MS tile of highest similarity -> (MS index, cosine).
+
+    ``similarity`` "cosine" is the paper's eq. 8; "csls" corrects it for hubs. ``capacity`` > 0 limits
+    how many RGB images one MS tile may teach (see distill/hubness.py); 0 is the paper's free argmax.
+    """
     if rgb_embeddings.shape[1] != ms_embeddings.shape[1]:
         raise ValueError(f"embedding widths differ: RGB {rgb_embeddings.shape[1]}, MS {ms_embeddings.shape[1]}")
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {', '.join(SIMILARITIES)}, got {similarity!r}")
     rgb = F.normalize(rgb_embeddings.float(), dim=1)
     ms = F.normalize(ms_embeddings.float(), dim=1)
     indices = torch.empty(len(rgb), dtype=torch.long, device=rgb.device)
     scores = torch.empty(len(rgb), dtype=rgb.dtype, device=rgb.device)
     for rows, candidates in _class_groups(rgb_labels.to(rgb.device), ms_membership.to(rgb.device)):
         gallery_t = ms[candidates].T
-        for block in _row_blocks(rows, len(candidates)):
-            best, position = (rgb[block] @ gallery_t).max(dim=1)
-            indices[block], scores[block] = candidates[position], best
+        if similarity == "cosine" and not capacity:
+            for block in _row_blocks(rows, len(candidates)):
+                best, position = (rgb[block] @ gallery_t).max(dim=1)
+                indices[block], scores[block] = candidates[position], best
+            continue
+        cosine = rgb[rows] @ gallery_t
+        ranking = csls(cosine, neighbours) if similarity == "csls" else cosine
+        position = capacity_assignment(ranking, capacity) if capacity else ranking.argmax(dim=1)
+        indices[rows], scores[rows] = candidates[position], cosine.gather(1, position[:, None]).squeeze(1)
     return indices, scores
 
 
@@ -74,11 +89,12 @@ def _log_softmax(logits: Tensor) -> Tensor:
 
 
 def dynm_match(student_logits: Tensor, rgb_labels: Tensor, teacher_logits: Tensor, ms_membership: Tensor,
-               gamma: float) -> tuple[Tensor, Tensor]:
+               gamma: float, *, capacity: float = 0.0) -> tuple[Tensor, Tensor]:
     """For every RGB tile: the same-class MS tile minimising KL(p_T || p_S) at temperature gamma.
 
     Per class, Omega = (p_T log p_T).sum(-1)[None, :] - log_softmax(s / gamma) @ p_T.T, one matrix
-    product, computed in float64 (float32 on MPS) so the argmin is not decided by rounding. Returns (MS index, KL).
+    product, computed in float64 (float32 on MPS) so the argmin is not decided by rounding. With
+    ``capacity`` > 0 each MS tile teaches at most its share (distill/hubness.py). Returns (MS index, KL).
     """
     if gamma <= 0:
         raise ValueError(f"gamma must be > 0, got {gamma}")
@@ -94,6 +110,11 @@ def dynm_match(student_logits: Tensor, rgb_labels: Tensor, teacher_logits: Tenso
     scores = torch.empty(len(log_p_s), dtype=exact, device=log_p_s.device)
     for rows, candidates in _class_groups(rgb_labels.to(log_p_s.device), ms_membership.to(log_p_s.device)):
         p_t_class_t, entropy_class = p_t[candidates].T, negative_entropy[candidates]
+        if capacity:
+            divergence = entropy_class[None, :] - log_p_s[rows] @ p_t_class_t
+            position = capacity_assignment(-divergence, capacity)
+            indices[rows], scores[rows] = candidates[position], divergence.gather(1, position[:, None]).squeeze(1)
+            continue
         for block in _row_blocks(rows, len(candidates)):
             divergence = entropy_class[None, :] - log_p_s[block] @ p_t_class_t
             best, position = divergence.min(dim=1)

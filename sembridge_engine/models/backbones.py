@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -83,10 +84,81 @@ def _sequential(items: list[tuple[str, nn.Module]]) -> nn.Sequential:
     return nn.Sequential(OrderedDict((name.replace(".", "_"), module) for name, module in items))
 
 
+class PretrainedWeightsError(ValueError):
+    """Pretrained weights were asked for but cannot be used; the message says where to put them."""
+
+
+def imagenet_weights_path(arch: str) -> Path:
+    """Where torchvision keeps this architecture's ImageNet weights once downloaded (never fetched here)."""
+    weights = models.get_model_weights(BACKBONES[arch].factory).DEFAULT
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+
+
+def _pretrained_state(arch: str, pretrained: str) -> dict[str, Tensor]:
+    """The torchvision state dict ``pretrained`` names: "imagenet" (from the torchvision cache) or a file."""
+    if pretrained == "imagenet":
+        path = imagenet_weights_path(arch)
+        if not path.is_file():
+            raise PretrainedWeightsError(
+                f"ImageNet weights for {arch} are not on this machine (looked for {path}); SemBridge never downloads "
+                f"at run time. Put the file there (torchvision.models.{BACKBONES[arch].factory.__name__}(weights='DEFAULT') "
+                "downloads it on a machine with internet), give a weights file path instead of 'imagenet', "
+                "or set pretrained = '' to train from scratch.")
+    else:
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            raise PretrainedWeightsError(f"pretrained weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch and safetensors raise several types for damaged files
+        raise PretrainedWeightsError(f"{path}: not a readable weights file ({type(error).__name__}: {error})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(value, Tensor) for value in state.values()):
+        raise PretrainedWeightsError(f"{path}: holds no state dict of tensors")
+    return state
+
+
+def _adapt_first_conv(weight: Tensor, in_channels: int) -> Tensor:
+    """RGB filters for ``in_channels`` bands: tiled over the bands and scaled by 3 / bands (as timm's
+    adapt_input_conv does), so a band-averaged input gives the activations the RGB filters gave."""
+    if weight.shape[1] == in_channels:
+        return weight
+    repeats = -(-in_channels // weight.shape[1])
+    return weight.repeat(1, repeats, 1, 1)[:, :in_channels] * (weight.shape[1] / in_channels)
+
+
+def _load_pretrained(model: nn.Module, spec: ArchSpec, arch: str, pretrained: str, in_channels: int) -> None:
+    """Load torchvision weights into ``model`` (first conv adapted to the bands); the classifier keeps
+    its fresh initialisation unless its shape matches."""
+    state = dict(_pretrained_state(arch, pretrained))
+    first = f"{spec.first_conv}.weight"
+    if first in state:
+        state[first] = _adapt_first_conv(state[first], in_channels)
+    expected = model.state_dict()
+    mismatched = [key for key, value in state.items() if key in expected and value.shape != expected[key].shape]
+    for key in mismatched:
+        if not key.startswith(spec.classifier + "."):
+            raise PretrainedWeightsError(f"weights for {arch}: tensor {key!r} has shape {list(state[key].shape)}, "
+                                         f"expected {list(expected[key].shape)}; are they for another architecture?")
+        del state[key]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    trunk_missing = [key for key in missing if not key.startswith(spec.classifier + ".")]
+    if trunk_missing or unexpected:
+        raise PretrainedWeightsError(f"weights do not fit {arch}: {len(trunk_missing)} missing tensors (e.g. "
+                                     f"{(trunk_missing or ['-'])[0]!r}), {len(unexpected)} unexpected (e.g. "
+                                     f"{(unexpected or ['-'])[0]!r})")
+
+
 class Backbone(nn.Module):
     """A classifier whose forward returns logits only (ONNX-friendly) plus all distillation taps."""
 
-    def __init__(self, arch: str, in_channels: int, num_classes: int):
+    def __init__(self, arch: str, in_channels: int, num_classes: int, pretrained: str = ""):
         super().__init__()
         if arch not in BACKBONES:
             raise ValueError(f"unknown backbone {arch!r}; choose one of {available_backbones()}")
@@ -100,6 +172,8 @@ class Backbone(nn.Module):
         self.num_classes = num_classes
         model = spec.factory(weights=None, num_classes=max(num_classes, 1))
         _replace_first_conv(model, spec.first_conv, in_channels)
+        if pretrained:
+            _load_pretrained(model, spec, arch, pretrained, in_channels)
         ordered = _trunk_modules(model, spec)
         split = [name for name, _ in ordered].index(spec.tap) + 1
         self.to_intermediate = _sequential(ordered[:split])
@@ -129,6 +203,7 @@ class Backbone(nn.Module):
         return Features(feature_map, intermediate, embedding, self.classifier(embedding))
 
 
-def build_backbone(arch: str, in_channels: int, num_classes: int) -> Backbone:
-    """Randomly initialised backbone (never downloads weights)."""
-    return Backbone(arch, in_channels, num_classes)
+def build_backbone(arch: str, in_channels: int, num_classes: int, pretrained: str = "") -> Backbone:
+    """A backbone, randomly initialised or (``pretrained``: "imagenet" or a weights file) starting from
+    torchvision weights; it never downloads anything."""
+    return Backbone(arch, in_channels, num_classes, pretrained)

@@ -29,7 +29,8 @@ def projection_head(in_dim: int, out_dim: int) -> nn.Sequential:
 class Matcher(nn.Module):
     """M_V encodes all MS bands, M_G encodes 3-band RGB (pseudo-RGB in training, real RGB when matching)."""
 
-    def __init__(self, arch: str, ms_channels: int, embed_dim: int = 128, temperature: float = 0.07):
+    def __init__(self, arch: str, ms_channels: int, embed_dim: int = 128, temperature: float = 0.07,
+                 pretrained: str = ""):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -37,8 +38,8 @@ class Matcher(nn.Module):
         self.ms_channels = ms_channels
         self.embed_dim = embed_dim
         self.temperature = temperature
-        self.ms_encoder = build_backbone(arch, ms_channels, num_classes=0)
-        self.rgb_encoder = build_backbone(arch, 3, num_classes=0)
+        self.ms_encoder = build_backbone(arch, ms_channels, num_classes=0, pretrained=pretrained)
+        self.rgb_encoder = build_backbone(arch, 3, num_classes=0, pretrained=pretrained)
         self.ms_head = projection_head(self.ms_encoder.embedding_dim, embed_dim)
         self.rgb_head = projection_head(self.rgb_encoder.embedding_dim, embed_dim)
 

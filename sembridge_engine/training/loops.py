@@ -1,4 +1,4 @@
-"""Small building blocks of every stage: seeded batch order, flips, optimisers, batched inference."""
+"""Small building blocks of every stage: seeded batch order, optimisers, batched inference, BatchNorm re-estimation."""
 from __future__ import annotations
 
 from typing import Callable, Iterator
@@ -25,15 +25,6 @@ def shuffled_batches(count: int, batch_size: int, generator: torch.Generator) ->
     if len(batches) > 1 and len(batches[-1]) < 2:
         batches.pop()
     return batches
-
-
-def random_flips(tiles: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Per-sample horizontal and vertical flips (scene classes do not depend on orientation)."""
-    flips = torch.rand(2, tiles.shape[0], generator=generator) < 0.5
-    horizontal = flips[0].view(-1, 1, 1, 1).to(tiles.device)
-    vertical = flips[1].view(-1, 1, 1, 1).to(tiles.device)
-    tiles = torch.where(horizontal, tiles.flip(-1), tiles)
-    return torch.where(vertical, tiles.flip(-2), tiles)
 
 
 def build_optimizer(parameters, stage: StageConfig, config: RunConfig) -> torch.optim.Optimizer:
@@ -76,3 +67,38 @@ def set_train_mode(modules: list[nn.Module | None], training: bool) -> None:
     for module in modules:
         if module is not None:
             module.train(training)
+
+
+PRECISE_BN_MAX_TILES = 4096
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(modules: list[nn.Module], forward: Callable[[torch.Tensor], object], tiles, device: torch.device,
+                          batch_size: int, generator: torch.Generator, check: Callable[[], None] = lambda: None) -> None:
+    """Re-estimate every BatchNorm layer's running mean and variance as the plain average over
+    training batches ("precise BN", as torch.optim.swa_utils.update_bn and detectron2 do).
+
+    During training each layer keeps an exponential average over its last few dozen batches; with a
+    few batches per epoch (small archives) that average still remembers the first epochs' weights
+    when the model is evaluated, and validation accuracy sits near chance for epochs. Batches are
+    drawn in a seeded random order (class-mixed, like training batches; at most
+    PRECISE_BN_MAX_TILES tiles); only BatchNorm layers run in training mode, so dropout stays off.
+    """
+    layers = [layer for module in modules for layer in module.modules() if isinstance(layer, nn.modules.batchnorm._BatchNorm)]
+    if not layers:
+        return
+    saved = [(layer.momentum, layer.training) for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None
+        layer.train()
+    try:
+        order = torch.randperm(len(tiles), generator=generator)[:PRECISE_BN_MAX_TILES]
+        for part in order.split(batch_size):
+            if len(part) >= 2:
+                check()
+                forward(tiles[part].to(device))
+    finally:
+        for layer, (momentum, training) in zip(layers, saved):
+            layer.momentum = momentum
+            layer.train(training)

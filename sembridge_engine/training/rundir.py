@@ -35,6 +35,7 @@ METRIC_GROUPS: dict[str, tuple[str, ...]] = {
     "transport": ("transport_cost_logit", "transport_cost_feature"),
     "accuracy": ("train_acc", "val_oa", "val_macro_f1", "val_retrieval_top1"),
     "loss": ("loss_task", "loss_kd", "loss_ot1", "loss_ot2", "loss_total", "val_loss"),
+    "gradient": ("grad_share_task", "grad_share_kd", "grad_share_ot1", "grad_share_ot2"),
 }
 
 

@@ -47,6 +47,7 @@ class StageSpec:
     after_epoch: Callable[[int], dict[str, Any]] = lambda epoch: {}
     extra_state: Callable[[], dict[str, Any]] = lambda: {}
     restore_extra: Callable[[dict[str, Any]], None] = lambda state: None
+    recalibrate: Callable[[torch.Generator], None] | None = None   # re-estimates BatchNorm statistics
 
 
 def _checkpoint_state(ctx: RunContext, spec: StageSpec, epoch: int, history: list, best: dict) -> dict[str, Any]:
@@ -93,7 +94,8 @@ def _check_finite(spec: StageSpec, epoch: int, batch: int, loss: float | None) -
         f"(now {spec.optimizer.param_groups[0]['lr']:g}).")
 
 
-def _train_epoch(ctx: RunContext, spec: StageSpec, epoch: int) -> dict[str, float | None]:
+def _train_epoch(ctx: RunContext, spec: StageSpec, epoch: int) -> tuple[dict[str, float | None], torch.Generator]:
+    """Mean losses of one epoch, and the epoch's generator for whatever else the epoch draws."""
     generator = epoch_generator(ctx.seed, spec.name, epoch)
     batches = shuffled_batches(spec.train_count, spec.batch_size, generator)
     set_train_mode(list(spec.modules.values()), True)
@@ -109,7 +111,15 @@ def _train_epoch(ctx: RunContext, spec: StageSpec, epoch: int) -> dict[str, floa
             totals[key] += value * count
         ctx.emit(BatchProgress(spec.name, epoch, done, len(batches)))
     set_train_mode(list(spec.modules.values()), False)
-    return {key: totals[key] / max(seen, 1) if key in totals else UNUSED for key in LOSS_KEYS}
+    return {key: totals[key] / max(seen, 1) if key in totals else UNUSED for key in LOSS_KEYS}, generator
+
+
+def _window_score(spec: StageSpec, rows: list[dict[str, Any]], window: int) -> list[float]:
+    """The selection score of the newest epoch: each score component averaged over the last ``window``
+    epochs. A single epoch's accuracy on a few dozen validation tiles jumps by several points from
+    epoch to epoch; the mean over a window keeps an epoch from a good stretch, not a lucky one."""
+    scores = [spec.score(row) for row in rows[-window:]]
+    return [sum(values) / len(values) for values in zip(*scores)]
 
 
 def run_stage(ctx: RunContext, spec: StageSpec) -> None:
@@ -128,16 +138,19 @@ def run_stage(ctx: RunContext, spec: StageSpec) -> None:
         started = time.perf_counter()
         row: dict[str, Any] = {"stage": spec.name, "epoch": epoch, "epochs": spec.epochs,
                                "lr": spec.optimizer.param_groups[0]["lr"]}
-        row.update(_train_epoch(ctx, spec, epoch))
+        losses, generator = _train_epoch(ctx, spec, epoch)
+        row.update(losses)
         if spec.scheduler is not None:
             spec.scheduler.step()
+        if spec.recalibrate is not None and ctx.config.train.precise_bn:
+            spec.recalibrate(generator)
         row.update(spec.after_epoch(epoch))
         row.update(spec.evaluate(epoch))
         row["epoch_seconds"] = time.perf_counter() - started
         if spec.select is not None:
-            score = spec.score(row)
-            if not best or list(score) >= list(best["score"]):
-                best = {"epoch": epoch, "score": list(score), "state": cpu_state_dict(spec.modules[spec.select])}
+            score = _window_score(spec, [*history, row], ctx.config.train.selection_window)
+            if not best or score >= list(best["score"]):
+                best = {"epoch": epoch, "score": score, "state": cpu_state_dict(spec.modules[spec.select])}
         history.append(row)
         save_checkpoint(path, _checkpoint_state(ctx, spec, epoch, history, best))
         ctx.folder.append_metrics(row)

@@ -11,7 +11,8 @@ from ..models.backbones import Backbone, build_backbone
 from ..models.matcher import Matcher, info_nce
 from .context import RunContext
 from .dataset import RunData
-from .loops import build_optimizer, build_scheduler, infer, random_flips
+from .augment import Augmentation
+from .loops import build_optimizer, build_scheduler, infer, recalibrate_batchnorm
 from .reuse import reused_state, store_in_cache
 from .stage_loop import StageSpec, run_stage
 
@@ -38,13 +39,15 @@ def teacher_stage(ctx: RunContext, data: RunData) -> Backbone:
         return teacher
     config = ctx.config
     ctx.seed_models("teacher")
-    teacher = build_backbone(config.teacher.arch, data.preset.band_count, len(data.ms_classes)).to(ctx.device)
+    teacher = build_backbone(config.teacher.arch, data.preset.band_count, len(data.ms_classes),
+                             config.teacher.pretrained).to(ctx.device)
     optimizer = build_optimizer(teacher.parameters(), config.teacher, config)
     multi_label = data.ms_multi_label
+    augment = Augmentation.for_stage(config.augment, rgb=False)
 
     def train_step(positions, generator, epoch):
         index = data.ms_train[positions]
-        tiles = random_flips(data.ms_tiles[index], generator).to(ctx.device)
+        tiles = augment(data.ms_tiles[index].to(ctx.device), generator)
         targets = data.ms_labels[index].to(ctx.device)
         with ctx.autocast():
             logits = teacher(tiles)
@@ -72,6 +75,9 @@ def teacher_stage(ctx: RunContext, data: RunData) -> Backbone:
         optimizer, build_scheduler(optimizer, config.teacher.epochs, config), train_step, evaluate,
         teacher_meta(ctx, data), select="teacher",
         score=lambda row: (row["val_macro_f1"] if multi_label else row["val_oa"], row["val_macro_f1"]),
+        recalibrate=lambda generator: recalibrate_batchnorm(
+            [teacher], teacher, data.ms_tiles.subset(data.ms_train), ctx.device, config.teacher.batch_size, generator,
+            ctx.check),
     ))
     store_in_cache(ctx, data, "teacher")
     return teacher
@@ -92,12 +98,14 @@ def matcher_stage(ctx: RunContext, data: RunData) -> Matcher:
     config, section = ctx.config, ctx.config.matcher
     rgb_indices = list(data.preset.rgb_indices)
     ctx.seed_models("matcher")
-    matcher = Matcher(section.arch, data.preset.band_count, section.embed_dim, section.temperature).to(ctx.device)
+    matcher = Matcher(section.arch, data.preset.band_count, section.embed_dim, section.temperature,
+                      section.pretrained).to(ctx.device)
     optimizer = build_optimizer(matcher.parameters(), section, config)
+    augment = Augmentation.for_stage(config.augment, rgb=False)
 
     def train_step(positions, generator, epoch):
         index = data.ms_train[positions]
-        tiles = random_flips(data.ms_tiles[index], generator).to(ctx.device)
+        tiles = augment(data.ms_tiles[index].to(ctx.device), generator)
         with ctx.autocast():
             loss = matcher.loss(tiles, tiles[:, rgb_indices])
         ctx.backward(optimizer, loss)
@@ -123,6 +131,9 @@ def matcher_stage(ctx: RunContext, data: RunData) -> Matcher:
     run_stage(ctx, StageSpec(
         "matcher", section.epochs, section.batch_size, len(data.ms_train), {"matcher": matcher}, optimizer,
         build_scheduler(optimizer, section.epochs, config), train_step, evaluate, meta,
+        recalibrate=lambda generator: recalibrate_batchnorm(
+            [matcher], lambda tiles: (matcher.encode_ms(tiles), matcher.encode_rgb(tiles[:, rgb_indices])),
+            data.ms_tiles.subset(data.ms_train), ctx.device, section.batch_size, generator, ctx.check),
     ))
     store_in_cache(ctx, data, "matcher")
     return matcher

@@ -23,7 +23,8 @@ from ..models.matcher import Matcher
 from .bank import TeacherBank
 from .context import RunContext
 from .dataset import RunData
-from .loops import build_optimizer, build_scheduler, epoch_generator, infer, random_flips
+from .augment import Augmentation
+from .loops import build_optimizer, build_scheduler, epoch_generator, infer, recalibrate_batchnorm
 from .stage_loop import StageSpec, run_stage
 
 MATCH_TABLE_HEADER = ("rgb_path", "ms_path", "class", "score")
@@ -44,7 +45,9 @@ def initial_match(ctx: RunContext, data: RunData, matcher: Matcher | None) -> tu
     size = ctx.config.data.ms_tile_size
     queries = infer(lambda tiles: matcher.encode_rgb(resize_tiles(tiles, size)), data.rgb_tiles.subset(data.rgb_train),
                     ctx.device, batch, ctx.check)
-    match, score = ssm_match(queries, labels, gallery, membership)
+    distill = ctx.config.distill
+    match, score = ssm_match(queries, labels, gallery, membership, similarity=distill.ssm_similarity,
+                             neighbours=distill.csls_neighbours, capacity=distill.teacher_capacity)
     return match.cpu(), score.float().cpu(), "ssm"
 
 
@@ -81,7 +84,7 @@ class StudentStage:
             write_match_table(ctx, data, 0, self.match, self.score)
             ctx.emit(MatchingUpdated(0, kind, 1.0, str(ctx.folder.match_table(0))))
         ctx.seed_models("student")
-        self.student = build_backbone(self.section.arch, 3, self.n_classes).to(ctx.device)
+        self.student = build_backbone(self.section.arch, 3, self.n_classes, self.section.pretrained).to(ctx.device)
         self.objective = SemBridgeObjective.build(self.distill, self.student, teacher, self.section.epochs).to(ctx.device)
         self.modules = {"student": self.student, **self.objective.learnable_parts()}
         self.optimizer = build_optimizer([p for m in self.modules.values() for p in m.parameters()], self.section, config)
@@ -89,6 +92,8 @@ class StudentStage:
                            - {0}) if teacher is not None and self.distill.dynm else set()
         probe = torch.randperm(len(data.rgb_train), generator=epoch_generator(ctx.seed, "probe", 0))
         self.probe = probe[:self.distill.probe_size].sort().values
+        self.augment = Augmentation.for_stage(config.augment, rgb=True)
+        self.gradient_shares: dict[str, float] = {}
         self.projection = None
         if self.bank is not None and self.bank.embeddings.shape[1] != self.student.embedding_dim:
             widths = (self.bank.embeddings.shape[1], self.student.embedding_dim)
@@ -97,32 +102,54 @@ class StudentStage:
     def train_step(self, positions: torch.Tensor, generator: torch.Generator, epoch: int) -> dict[str, float]:
         ctx, data = self.ctx, self.data
         index = data.rgb_train[positions]
-        tiles = random_flips(data.rgb_tiles[index], generator).to(ctx.device)
+        tiles = self.augment(data.rgb_tiles[index].to(ctx.device), generator, data.rgb_stats)
         labels = data.rgb_labels[index].to(ctx.device)
         with ctx.autocast():
             features = self.student.forward_features(tiles)
             teacher = self.bank.features(self.match[positions]) if self.bank is not None else None
             terms = self.objective(features, teacher, labels, epoch - 1)
+        if teacher is not None and not self.gradient_shares:
+            self.gradient_shares = self.measure_gradient_shares(terms)
         ctx.backward(self.optimizer, terms["total"])
         correct = (features.logits.detach().argmax(1) == labels).float().mean()
         values = torch.stack([*(terms[name] for name in TERMS), correct]).float().tolist()
         keys = [f"loss_{name}" for name in TERMS] + ["train_acc"]
         return {"n": len(index), **dict(zip(keys, values))}
 
+    def measure_gradient_shares(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Each weighted term's share of the gradient norm on the student's own parameters, on one batch
+        (the first of each epoch): how much each term actually steers the student, which its loss value
+        alone does not tell (four extra backward passes per epoch)."""
+        objective = self.objective
+        weights = {"task": 1.0, "kd": objective.lambda1, "ot1": objective.lambda2, "ot2": objective.lambda2}
+        parameters = [parameter for parameter in self.student.parameters() if parameter.requires_grad]
+        norms = {}
+        for name, weight in weights.items():
+            if not terms[name].requires_grad or weight == 0:
+                norms[name] = 0.0
+                continue
+            gradients = torch.autograd.grad(terms[name] * weight, parameters, retain_graph=True, allow_unused=True)
+            norms[name] = float(torch.sqrt(sum(gradient.float().square().sum() for gradient in gradients
+                                               if gradient is not None)))
+        total = sum(norms.values()) or 1.0
+        return {f"grad_share_{name}": norm / total for name, norm in norms.items()}
+
     def after_epoch(self, epoch: int) -> dict[str, Any]:
-        """DynM at its scheduled epochs: every RGB training tile re-picks its same-class teacher."""
+        """This epoch's gradient shares, and DynM at its scheduled epochs: every RGB training tile re-picks
+        its same-class teacher."""
+        row, self.gradient_shares = dict(self.gradient_shares), {}
         if epoch not in self.rematch_at:
-            return {}
+            return row
         ctx, data = self.ctx, self.data
         logits = infer(self.student, data.rgb_tiles.subset(data.rgb_train), ctx.device, self.section.batch_size, ctx.check)
         new_match, kl = dynm_match(logits, data.rgb_labels[data.rgb_train], self.bank.logits, data.ms_membership,
-                                   self.distill.gamma)
+                                   self.distill.gamma, capacity=self.distill.teacher_capacity)
         new_match, kl = new_match.cpu(), kl.float().cpu()
         changed = float((new_match != self.match).float().mean())
         self.match, self.score, self.round = new_match, kl, self.round + 1
         path = write_match_table(ctx, data, self.round, new_match, kl)
         ctx.emit(MatchingUpdated(epoch, "dynm", changed, str(path)))
-        return {"matching_changed_fraction": changed, "matching_round": self.round}
+        return {**row, "matching_changed_fraction": changed, "matching_round": self.round}
 
     def evaluate(self, epoch: int) -> dict[str, Any]:
         ctx, data = self.ctx, self.data
@@ -171,6 +198,9 @@ class StudentStage:
             self.optimizer, build_scheduler(self.optimizer, self.section.epochs, ctx.config), self.train_step,
             self.evaluate, self.meta(), select="student", score=lambda row: (row["val_oa"], row["val_macro_f1"]),
             after_epoch=self.after_epoch, extra_state=self.extra_state, restore_extra=self.restore_extra,
+            recalibrate=lambda generator: recalibrate_batchnorm(
+                [self.student], self.student, self.data.rgb_tiles.subset(self.data.rgb_train), ctx.device,
+                self.section.batch_size, generator, ctx.check),
         ))
         ctx.stage_info["student"]["matching_rounds"] = self.round if self.match is not None else 0
         return self.student
