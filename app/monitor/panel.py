@@ -23,7 +23,8 @@ from app.monitor.progress import StageProgress
 from app.widgets import open_folder, steady_label
 from sembridge_engine.training.rundir import METRIC_GROUPS, STAGES, RunFolder, scalar
 
-GROUP_OF = {metric: group for group, metrics in METRIC_GROUPS.items() for metric in metrics}
+PLOTTED_GROUPS = ("transport", "accuracy", "loss")  # one plot each; other groups show in the log lines
+GROUP_OF = {metric: group for group in PLOTTED_GROUPS for metric in METRIC_GROUPS[group]}
 MARKER_NAMES = {"ssm": "SSM", "random": "random pairs", "dynm": "DynM"}
 
 

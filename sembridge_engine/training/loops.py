@@ -70,6 +70,9 @@ def set_train_mode(modules: list[nn.Module | None], training: bool) -> None:
 
 
 PRECISE_BN_MAX_TILES = 4096
+# Below this many training tiles the batch statistics themselves are too noisy to replace the running
+# averages (a channel's variance over a handful of tiles can be ~0 and blow up evaluation).
+PRECISE_BN_MIN_TILES = 32
 
 
 @torch.no_grad()
@@ -83,9 +86,10 @@ def recalibrate_batchnorm(modules: list[nn.Module], forward: Callable[[torch.Ten
     when the model is evaluated, and validation accuracy sits near chance for epochs. Batches are
     drawn in a seeded random order (class-mixed, like training batches; at most
     PRECISE_BN_MAX_TILES tiles); only BatchNorm layers run in training mode, so dropout stays off.
+    With fewer than PRECISE_BN_MIN_TILES training tiles the running averages are kept.
     """
     layers = [layer for module in modules for layer in module.modules() if isinstance(layer, nn.modules.batchnorm._BatchNorm)]
-    if not layers:
+    if not layers or len(tiles) < PRECISE_BN_MIN_TILES:
         return
     saved = [(layer.momentum, layer.training) for layer in layers]
     for layer in layers:

@@ -58,6 +58,9 @@ def test_batchnorm_statistics_are_the_average_over_training_batches():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5))
     model.eval()
     tiles = _tiles(count=32)
+    few = nn.BatchNorm2d(3)
+    recalibrate_batchnorm([few], few, tiles[:8], torch.device("cpu"), 8, torch.Generator())
+    assert torch.equal(few.running_var, torch.ones(3))  # too few tiles: the running averages are kept
     generator = torch.Generator().manual_seed(3)
     recalibrate_batchnorm([model], model, tiles, torch.device("cpu"), 8, generator)
     order = torch.randperm(32, generator=torch.Generator().manual_seed(3))
