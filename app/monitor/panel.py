@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 
 from app.monitor.plots import ConfusionView, F1Bars, MetricPlot
 from app.monitor.progress import StageProgress
+from app.monitor.teachers import TeachersView
 from app.widgets import open_folder, steady_label
 from sembridge_engine.training.rundir import METRIC_GROUPS, STAGES, RunFolder, scalar
 
@@ -93,9 +94,13 @@ class MonitorPanel(QWidget):
         bottom = QHBoxLayout()
         bottom.addWidget(self.result_label, 1)
         bottom.addWidget(self.bundle_button)
+        self.teachers = TeachersView()
         self.tabs = QTabWidget()
         self.tabs.addTab(curves, "Curves and log")
         self.tabs.addTab(results, "Results")
+        self.tabs.addTab(self.teachers, "Teachers")
+        self.tabs.setTabToolTip(2, "Which MS tiles taught which RGB image, round by round")
+        self.tabs.currentChanged.connect(self._tab_changed)
         layout = QVBoxLayout(self)
         layout.addLayout(header)
         layout.addWidget(self.stages)
@@ -150,6 +155,7 @@ class MonitorPanel(QWidget):
         self.confusion.clear_matrix()
         self.f1_bars.clear_values()
         self.tabs.setTabEnabled(self.tabs.indexOf(self.results_tab), False)
+        self.tabs.setTabEnabled(self.tabs.indexOf(self.teachers), False)
         self.tabs.setCurrentIndex(0)
 
     def cancel(self) -> None:
@@ -330,11 +336,17 @@ class MonitorPanel(QWidget):
         self.result_label.setText(text)
         self.bundle_button.setEnabled(folder.has_bundle)
         self.bundle_button.setToolTip(str(folder.bundle_path))
+        self.tabs.setTabEnabled(self.tabs.indexOf(self.teachers), bool(folder.match_rounds()))
         if final.values:
             results = self.tabs.indexOf(self.results_tab)
             self.tabs.setTabEnabled(results, True)
             if open_tab:
                 self.tabs.setCurrentIndex(results)
+
+    def _tab_changed(self, index: int) -> None:
+        """The Teachers tab reads its match tables when it is first looked at."""
+        if self.tabs.widget(index) is self.teachers and self.run_dir is not None:
+            self.teachers.show_run(self.run_dir)
 
     def _open_bundle(self) -> None:
         if self.run_dir is not None:

@@ -179,7 +179,9 @@ class ConfusionView(pg.PlotWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent=parent)
-        self.setTitle("Test confusion matrix (rows: true class, columns: predicted)")
+        self.setTitle("Test confusion matrix")
+        self.setLabel("left", "true class")
+        self.setLabel("bottom", "predicted class (number)")
         self.setMinimumSize(240, 200)
         self.setMouseEnabled(x=False, y=False)
         self.hideButtons()

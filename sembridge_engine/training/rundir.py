@@ -110,6 +110,25 @@ class MatchingMarker:
     changed_fraction: float
 
 
+@dataclass(frozen=True)
+class TeacherDiversity:
+    """One class in one matching round: RGB images taught, distinct MS teachers, busiest teacher's share."""
+
+    images: int
+    teachers: int
+    busiest_share: float
+
+
+def diversity_of(rows: Iterable[dict[str, str]]) -> dict[str, TeacherDiversity]:
+    """Teacher diversity per class of one match table's rows."""
+    per_class: dict[str, dict[str, int]] = {}
+    for row in rows:
+        teachers = per_class.setdefault(row["class"], {})
+        teachers[row["ms_path"]] = teachers.get(row["ms_path"], 0) + 1
+    return {name: TeacherDiversity(sum(counts.values()), len(counts), max(counts.values()) / sum(counts.values()))
+            for name, counts in sorted(per_class.items())}
+
+
 @dataclass
 class FinalMetrics:
     """The selected student's metrics on the held-out RGB splits (student.json's ``final_metrics``)."""
@@ -366,6 +385,12 @@ class RunFolder:
 
         with self.match_table(round_index).open(newline="", encoding="utf-8") as handle:
             return list(csv.DictReader(handle))
+
+    def teacher_diversity(self) -> list[dict[str, TeacherDiversity]]:
+        """Per matching round, per class: how many distinct MS tiles teach its RGB images and which
+        share of them the busiest MS tile teaches (a pairing that collapses onto a few tiles shows
+        here)."""
+        return [diversity_of(self.read_match_table(round_index)) for round_index in self.match_rounds()]
 
     @property
     def has_bundle(self) -> bool:

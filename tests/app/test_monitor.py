@@ -2,6 +2,8 @@
 markers, log and results; a resumed run shows its whole history; the ETA counts only this session."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from app.monitor import MonitorPanel
 from app.monitor.progress import StageProgress
 from app.workers import TrainWorker
@@ -76,3 +78,29 @@ def test_eta_after_a_resume_counts_only_the_epochs_of_this_session(qtbot):
     progress.progress("student", 16, 50, 100)
     assert "about 4 min" in progress.eta_label.text(), progress.eta_label.text()
     assert progress.bars["student"].value() == int(15.5 / 40 * 1000)
+
+
+def test_the_teachers_tab_shows_each_images_teachers_and_their_diversity(qtbot, trained_run):
+    monitor = MonitorPanel()
+    qtbot.addWidget(monitor)
+    monitor.load_run(trained_run)
+    teachers = monitor.teachers
+    assert monitor.tabs.isTabEnabled(monitor.tabs.indexOf(teachers))
+    with qtbot.waitSignal(teachers.loaded, timeout=30000):
+        monitor.tabs.setCurrentWidget(teachers)
+    folder = RunFolder(trained_run)
+    table = folder.read_match_table(0)
+    assert teachers.image_combo.count() == len(table)
+    wanted = table[len(table) // 2]
+    with qtbot.waitSignal(teachers.thumbnailsShown, timeout=30000):
+        teachers.image_combo.setCurrentIndex(teachers.image_combo.findData(wanted["rgb_path"]))
+    assert teachers.table.rowCount() == len(folder.match_rounds())
+    assert teachers.table.item(0, 1).text() == Path(wanted["ms_path"]).name
+    assert teachers.table.item(0, 2).text() == wanted["class"]
+    assert teachers.table.item(0, 3).text().startswith("similarity ")
+    assert not teachers.table.item(0, 1).icon().isNull(), "the MS teacher's pseudo-RGB thumbnail is shown"
+    assert teachers.rgb_picture.pixmap() is not None and not teachers.rgb_picture.pixmap().isNull()
+    diversity = folder.teacher_diversity()[0]
+    assert teachers.diversity_table.rowCount() == len(diversity)
+    first_class = teachers.diversity_table.verticalHeaderItem(0).text()
+    assert teachers.diversity_table.item(0, 0).text().startswith(f"{diversity[first_class].teachers} · ")

@@ -22,3 +22,15 @@ def test_run_config_is_typed_so_clients_ask_it_the_rules(tmp_path):
     (tmp_path / "config.toml").write_text("[student]\nepochs = 'many'\n")
     assert RunFolder(tmp_path).config() is None
     assert RunFolder(tmp_path / "missing").config() is None
+
+
+def test_teacher_diversity_per_round_and_class(tmp_path):
+    folder = RunFolder(tmp_path)
+    (tmp_path / "matches").mkdir()
+    rows = ["rgb_path,ms_path,class,score", "a1,m1,A,0.9", "a2,m1,A,0.8", "a3,m2,A,0.7", "b1,m3,B,0.5"]
+    folder.match_table(0).write_text("\n".join(rows) + "\n")
+    folder.match_table(1).write_text("\n".join([rows[0], "a1,m1,A,0.1", "a2,m2,A,0.2", "a3,m3,A,0.3", "b1,m4,B,0.1"]) + "\n")
+    first, second = folder.teacher_diversity()
+    assert (first["A"].images, first["A"].teachers) == (3, 2) and abs(first["A"].busiest_share - 2 / 3) < 1e-9
+    assert second["A"].teachers == 3 and abs(second["A"].busiest_share - 1 / 3) < 1e-9
+    assert first["B"].teachers == 1 and first["B"].busiest_share == 1.0
