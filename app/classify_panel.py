@@ -11,12 +11,14 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QColor, QFontMetrics, QImage, QPainter, QPen
 from PySide6.QtWidgets import (
-    QComboBox, QFileDialog, QHBoxLayout, QLabel, QListView, QProgressBar, QPushButton,
+    QComboBox, QHBoxLayout, QMessageBox, QLabel, QListView, QProgressBar, QPushButton,
     QStyle, QStyledItemDelegate, QStyleOptionViewItem, QVBoxLayout, QWidget,
 )
 
 from app.settings import Settings
-from app.widgets import DropArea, PathField, display_rgb8, error_label, rgb8_to_qimage, show_error
+from app.widgets import (
+    ask_folder, ask_open_files, ask_save_file, display_rgb8, DropArea, error_label, PathField, rgb8_to_qimage, show_error,
+)
 from app.workers import EngineWorker
 
 THUMB = 112
@@ -202,7 +204,7 @@ class ClassifyPanel(QWidget):
         add_folder = QPushButton("Add folder…")
         add_folder.clicked.connect(self._choose_folder)
         self.bundle_field = PathField("Model bundle (model.sembridge)", folder=False,
-                                      file_filter="Model bundle (*.sembridge)")
+                                      file_filter="Model bundle (*.sembridge)", settings=settings, key="bundle")
         self.class_filter = QComboBox()
         self.class_filter.setMinimumWidth(160)
         self.class_filter.currentIndexChanged.connect(self._filter_changed)
@@ -273,13 +275,13 @@ class ClassifyPanel(QWidget):
 
     # -- input ------------------------------------------------------------------------------
     def _choose_files(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Images to classify", "",
+        files = ask_open_files(self, self.settings, "classify_images", "Images to classify",
                                                 "Images (*.png *.jpg *.jpeg *.tif *.tiff);;All files (*)")
         if files:
             self.add_paths([Path(f) for f in files])
 
     def _choose_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Folder of images to classify")
+        folder = ask_folder(self, self.settings, "classify_images", "Folder of images to classify")
         if folder:
             self.add_paths([Path(folder)])
 
@@ -370,6 +372,13 @@ class ClassifyPanel(QWidget):
         self.proxy.setSortRole(role)
         self.proxy.sort(0, order)
 
+    def sorted_tiles(self) -> list[ClassifiedTile]:
+        """Every result, filter or not, in the order the view sorts them."""
+        _text, role, order = self.SORTS[self.sort_combo.currentIndex()]
+        keys = [self.model.index(row, 0).data(role) for row in range(len(self.model.tiles))]
+        rows = sorted(range(len(keys)), key=keys.__getitem__, reverse=order == Qt.SortOrder.DescendingOrder)
+        return [self.model.tiles[row] for row in rows]
+
     def visible_tiles(self) -> list[ClassifiedTile]:
         return [self.proxy.index(row, 0).data(ResultRole) for row in range(self.proxy.rowCount())]
 
@@ -380,14 +389,29 @@ class ClassifyPanel(QWidget):
 
     # -- export -----------------------------------------------------------------------------
     def _choose_csv(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export predictions", "predictions.csv", "CSV (*.csv)")
+        """With a filter on, ask whether to export every row or only those shown."""
+        only_shown = False
+        shown, total = self.proxy.rowCount(), len(self.model.tiles)
+        if shown < total:
+            box = QMessageBox(QMessageBox.Icon.Question, "Export predictions",
+                              f"The filter shows {shown} of {total} images. Export which?", parent=self)
+            all_button = box.addButton(f"All {total}", QMessageBox.ButtonRole.AcceptRole)
+            shown_button = box.addButton(f"The {shown} shown", QMessageBox.ButtonRole.AcceptRole)
+            box.addButton(QMessageBox.StandardButton.Cancel)
+            box.exec()
+            if box.clickedButton() not in (all_button, shown_button):
+                return
+            only_shown = box.clickedButton() is shown_button
+        path = ask_save_file(self, self.settings, "csv_export", "Export predictions", "predictions.csv", "CSV (*.csv)")
         if path:
-            self.export_csv(Path(path))
+            self.export_csv(Path(path), only_shown=only_shown)
 
-    def export_csv(self, path: Path) -> Path:
-        """Visible rows (after filter and sort) in the engine's prediction-table layout."""
+    def export_csv(self, path: Path, only_shown: bool = False) -> Path:
+        """Every row in the current sort order (or only those the filter shows), in the engine's
+        prediction-table layout."""
         from sembridge_engine.labelling.prediction_table import write_predictions_csv
 
-        write_predictions_csv(path, self.visible_tiles())
-        self.status_label.setText(f"Exported {self.proxy.rowCount()} row(s) to {path}")
+        rows = self.visible_tiles() if only_shown else self.sorted_tiles()
+        write_predictions_csv(path, rows)
+        self.status_label.setText(f"Exported {len(rows)} row(s) to {path}")
         return path

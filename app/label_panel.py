@@ -11,12 +11,12 @@ from typing import Any
 from PySide6.QtCore import QTimer, QUrl, Qt, Signal
 from PySide6.QtGui import QColor, QDesktopServices, QPixmap
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget,
+    QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget,
     QListWidgetItem, QProgressBar, QPushButton, QSizePolicy, QSpinBox, QSplitter, QVBoxLayout, QWidget,
 )
 
 from app.settings import Settings, data_dir
-from app.widgets import DropArea, PathField, error_label, human_bytes, human_seconds, show_error
+from app.widgets import ask_open_files, DropArea, error_label, human_bytes, human_seconds, PathField, show_error
 from app.workers import EngineWorker, plain_worker
 from sembridge_engine.labelling.options import LabelOptions
 
@@ -82,7 +82,8 @@ class LabelPanel(QWidget):
         add_scene.clicked.connect(self._choose_scenes)
         remove_scene = QPushButton("Remove")
         remove_scene.clicked.connect(self._remove_scene)
-        self.bundle_field = PathField("model.sembridge", folder=False, file_filter="Model bundle (*.sembridge)")
+        self.bundle_field = PathField("model.sembridge", folder=False, file_filter="Model bundle (*.sembridge)",
+                                      settings=settings, key="bundle")
         self.bundle_field.pathChanged.connect(self._bundle_changed)
         self.tile_spin = QSpinBox(minimum=0, maximum=4096, value=0, specialValueText="auto (footprint)")
         self.tile_spin.setToolTip("Window size in scene pixels; auto: the ground one training image covered, "
@@ -94,7 +95,7 @@ class LabelPanel(QWidget):
         self.bands_box = QGroupBox("Scene bands fed to the model")
         self.bands_form = QFormLayout(self.bands_box)
         self.probabilities_check = QCheckBox("Also write per-class probabilities")
-        self.output_field = PathField("Folder for the outputs")
+        self.output_field = PathField("Folder for the outputs", settings=settings, key="maps")
         self.output_field.set_path(str(data_dir() / "maps"))
         self.plan_label = QLabel("Choose a scene and a model to see the estimate.")
         self.plan_label.setWordWrap(True)
@@ -185,7 +186,7 @@ class LabelPanel(QWidget):
             self.bundle_field.set_path(path)
 
     def _choose_scenes(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Scenes to label", "", "GeoTIFF (*.tif *.tiff);;All files (*)")
+        files = ask_open_files(self, self.settings, "scenes", "Scenes to label", "GeoTIFF (*.tif *.tiff);;All files (*)")
         if files:
             self.add_scenes([Path(f) for f in files])
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSize, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
+from PySide6.QtCore import QByteArray, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
-    QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
+    QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QLabel,
     QListWidget, QListWidgetItem, QMainWindow, QMessageBox, QProgressBar, QStackedWidget, QStyle,
     QVBoxLayout, QWidget,
 )
@@ -18,7 +18,8 @@ from app.label_panel import LabelPanel
 from app.monitor import MonitorPanel
 from app.runs import RunsPanel, latest_bundle
 from app.settings import Settings, log_dir
-from app.widgets import PathField
+from app.help import show_method_help
+from app.widgets import ask_open_file, open_folder, PathField
 from app.workers import EngineWorker, TrainWorker, plain_worker, stop_all_workers, warm_up_engine
 
 PAGES = ("Projects & runs", "Train", "Monitor", "Classify", "Label map")
@@ -73,7 +74,7 @@ class SettingsDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.settings = settings
-        self.output_field = PathField("Default folder for runs")
+        self.output_field = PathField("Default folder for runs", settings=settings, key="runs_output")
         self.output_field.set_path(str(settings.output_path))
         self.device_combo = QComboBox()
         for name, description in devices or [("auto", "Automatic")]:
@@ -178,8 +179,11 @@ class MainWindow(QMainWindow):
         quit_action.triggered.connect(self.close)
         file_menu.addAction(quit_action)
         help_menu = self.menuBar().addMenu("&Help")
+        self.method_help_action = QAction("How &SemBridge works…", self, shortcut=QKeySequence.StandardKey.HelpContents)
+        self.method_help_action.triggered.connect(lambda: show_method_help(self))
+        help_menu.addAction(self.method_help_action)
         logs_action = QAction("Open &log folder", self)
-        logs_action.triggered.connect(lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(log_dir()))))
+        logs_action.triggered.connect(lambda: open_folder(self, log_dir()))
         help_menu.addAction(logs_action)
 
     def _restore_geometry(self) -> None:
@@ -243,7 +247,7 @@ class MainWindow(QMainWindow):
         worker.start()
 
     def _choose_project(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open a run configuration", "", "TOML (*.toml)")
+        path = ask_open_file(self, self.settings, "project", "Open a run configuration", "TOML (*.toml)")
         if path:
             self.open_project(Path(path))
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
+    QAbstractItemView, QComboBox, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
     QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
 from app.monitor.plots import PALETTE
 from app.settings import Settings
-from app.widgets import open_folder
+from app.widgets import ask_folder, ask_open_file, open_folder
 from sembridge_engine.training.rundir import METRIC_GROUPS, STAGES, RunFolder, list_runs
 
 FINAL_KEYS = ("test_oa", "test_macro_f1", "val_oa", "val_macro_f1")
@@ -169,7 +169,7 @@ class RunsPanel(QWidget):
         self.recent_combo.blockSignals(False)
 
     def _choose_project(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open a run configuration", "", "TOML (*.toml)")
+        path = ask_open_file(self, self.settings, "project", "Open a run configuration", "TOML (*.toml)")
         if path:
             self.openProjectRequested.emit(path)
 
@@ -178,7 +178,7 @@ class RunsPanel(QWidget):
             self.openProjectRequested.emit(self.recent_combo.itemText(index))
 
     def _choose_output(self) -> None:
-        chosen = QFileDialog.getExistingDirectory(self, "Folder for runs", str(self.settings.output_path))
+        chosen = ask_folder(self, self.settings, "runs_output", "Folder for runs", self.settings.output_path)
         if chosen:
             self.settings.output_dir = chosen
             self.settings.save()

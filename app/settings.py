@@ -50,10 +50,27 @@ class Settings:
     window_geometry: str = ""
     window_state: str = ""
     last_bundle: str = ""
+    last_folders: dict[str, str] = field(default_factory=dict)  # file-dialog key -> folder last chosen there
 
     @property
     def output_path(self) -> Path:
         return Path(self.output_dir) if self.output_dir else default_output_dir()
+
+    def start_folder(self, key: str, current: str | Path = "") -> str:
+        """Where a file dialog for ``key`` opens: the current value's folder when it exists, else the
+        folder last chosen in that dialog, else the home folder (never the working directory)."""
+        candidates = []
+        if str(current):
+            current = Path(current).expanduser()
+            candidates += [current, current.parent]
+        candidates.append(Path(self.last_folders.get(key) or Path.home()))
+        return str(next((path for path in candidates if path.is_dir()), Path.home()))
+
+    def remember_folder(self, key: str, chosen: str | Path) -> None:
+        """Remember the folder the user was browsing in dialog ``key``: the one holding the chosen
+        file or folder (saved at once)."""
+        self.last_folders[key] = str(Path(chosen).parent)
+        self.save()
 
     def add_recent_project(self, path: str | Path) -> None:
         text = str(Path(path))

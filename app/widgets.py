@@ -12,6 +12,8 @@ from PySide6.QtWidgets import (
     QSpinBox, QVBoxLayout, QWidget,
 )
 
+from app.settings import Settings
+
 SPIN_LIMIT = 2**31 - 1  # QSpinBox holds a C int
 
 
@@ -87,16 +89,18 @@ class PathField(LocalPathDrops, QWidget):
 
     ``pathChanged`` follows every change of the text; ``pathTyped`` only keystrokes (half-typed
     paths: wait before acting on them); ``pathCommitted`` a finished choice (Enter, Browse, drop,
-    ``set_path``)."""
+    ``set_path``). With ``settings`` and ``key`` its dialogs open where the user last chose a path
+    for this field."""
 
     pathChanged = Signal(str)
     pathTyped = Signal(str)
     pathCommitted = Signal(str)
 
     def __init__(self, placeholder: str = "", *, folder: bool = True, file_filter: str = "",
-                 parent: QWidget | None = None) -> None:
+                 settings: Settings | None = None, key: str = "", parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setAcceptDrops(True)
+        self.settings, self.key = settings, key
         self.edit = QLineEdit()
         self.edit.setPlaceholderText(placeholder)
         self.edit.setAcceptDrops(False)
@@ -128,17 +132,52 @@ class PathField(LocalPathDrops, QWidget):
         self.pathCommitted.emit(self.path())
 
     def _choose_folder(self) -> None:
-        chosen = QFileDialog.getExistingDirectory(self, "Choose a folder", self.path())
+        chosen = ask_folder(self, self.settings, self.key, "Choose a folder", self.path())
         if chosen:
             self.set_path(chosen)
 
     def _choose_file(self) -> None:
-        chosen, _ = QFileDialog.getOpenFileName(self, "Choose a file", self.path(), self._filter)
+        chosen = ask_open_file(self, self.settings, self.key, "Choose a file", self._filter, self.path())
         if chosen:
             self.set_path(chosen)
 
     def paths_dropped(self, paths: list[str]) -> None:
         self.set_path(paths[0])
+
+
+def _start(settings: Settings | None, key: str, current: str | Path = "") -> str:
+    return settings.start_folder(key, current) if settings is not None and key else str(current or Path.home())
+
+
+def _remember(settings: Settings | None, key: str, chosen: str) -> str:
+    if chosen and settings is not None and key:
+        settings.remember_folder(key, chosen)
+    return chosen
+
+
+def ask_folder(parent: QWidget, settings: Settings | None, key: str, title: str, current: str | Path = "") -> str:
+    """A folder dialog opening where dialog ``key`` was last used; "" when cancelled."""
+    return _remember(settings, key, QFileDialog.getExistingDirectory(parent, title, _start(settings, key, current)))
+
+
+def ask_open_file(parent: QWidget, settings: Settings | None, key: str, title: str, file_filter: str,
+                  current: str | Path = "") -> str:
+    chosen, _ = QFileDialog.getOpenFileName(parent, title, _start(settings, key, current), file_filter)
+    return _remember(settings, key, chosen)
+
+
+def ask_open_files(parent: QWidget, settings: Settings | None, key: str, title: str, file_filter: str) -> list[str]:
+    chosen, _ = QFileDialog.getOpenFileNames(parent, title, _start(settings, key), file_filter)
+    if chosen:
+        _remember(settings, key, chosen[0])
+    return chosen
+
+
+def ask_save_file(parent: QWidget, settings: Settings | None, key: str, title: str, file_name: str,
+                  file_filter: str) -> str:
+    """A save dialog proposing ``file_name`` in the folder last used for ``key``."""
+    chosen, _ = QFileDialog.getSaveFileName(parent, title, str(Path(_start(settings, key)) / file_name), file_filter)
+    return _remember(settings, key, chosen)
 
 
 class DropArea(LocalPathDrops, QFrame):

@@ -120,38 +120,44 @@ def spec_of(key: str) -> SettingSpec:
     return setting_spec(cls, leaf)
 
 
-TILE_HELP = ("Tiles are resized to this many pixels per side before training; larger keeps more detail but "
-             "costs memory and time roughly with its square.")
+TILE_HELP = ("Tiles are resized to this many pixels per side before training. Larger keeps finer detail but "
+             "memory and time grow with its square; the archive's own tile size is a good start.")
 
 
 @dataclass
 class DataConfig:
-    ms_path: str = setting("", label="MS archive", help="Folder with one sub-folder of multispectral GeoTIFF tiles "
-                           "per class, or a CSV manifest (path,labels) for multi-label archives.")
-    rgb_path: str = setting("", label="RGB imagery", help="Folder with one sub-folder of RGB images (PNG, JPEG, "
-                            "TIFF, GeoTIFF) per class; not paired with the MS tiles.")
+    ms_path: str = setting("", label="MS archive",
+                           help="The multispectral tiles the teacher learns from: a folder with one sub-folder of "
+                           "GeoTIFF tiles per class, or a CSV manifest (path,labels) for tiles with several labels.")
+    rgb_path: str = setting("", label="RGB images",
+                            help="The RGB images the student learns from, one sub-folder per class (PNG, JPEG, TIFF, "
+                            "GeoTIFF, any size). They need not show the places the MS tiles show.")
     band_preset: str = setting("sentinel2_eurosat13", label="Band layout", choices=_band_presets,
-                               help="Order of the bands inside the MS files and which are red, green, blue "
-                               "(the matcher's pseudo-RGB). Use 'custom' for another sensor.")
+                               help="Which band is which inside the MS files, and which three make the pseudo-RGB the "
+                               "matcher compares with RGB images. Pick your archive's sensor; 'custom' for another.")
     custom_bands: list[str] = setting(factory=list, label="Custom band names",
-                                      help="Band names in file order, for band_preset = 'custom'.")
-    custom_rgb: list[str] = setting(factory=list, label="Custom R, G, B",
-                                    help="Three of the custom band names that hold red, green and blue.")
-    classes: list[str] = setting(factory=list, label="Classes",
-                                 help="Classes the student learns (empty: every class both modalities share).")
-    class_mapping: dict[str, str] = setting(factory=dict, label="Class mapping",
-                                            help="RGB folder name -> MS class name, where the two differ.")
+                                      help="For a custom layout: the band names in the order the files store them, "
+                                      "e.g. B2, B3, B4, B8.")
+    custom_rgb: list[str] = setting(factory=list, label="Custom red, green, blue",
+                                    help="For a custom layout: the three band names that hold red, green and blue.")
+    classes: list[str] = setting(factory=list, label="Classes to learn",
+                                 help="The classes the student learns (empty: every class both archives share). "
+                                 "Leave a class out when it has too few images to learn.")
+    class_mapping: dict[str, str] = setting(factory=dict, label="Class name mapping",
+                                            help="RGB folder name -> MS class name, where the two archives name a class "
+                                            "differently; several RGB folders may map to one MS class.")
     ms_tile_size: int = setting(64, label="MS tile size (px)", minimum=16, maximum=MAX_TILE, help=TILE_HELP)
     rgb_tile_size: int = setting(64, label="RGB tile size (px)", minimum=16, maximum=MAX_TILE, help=TILE_HELP)
     rgb_gsd: float = setting(0.0, label="RGB ground resolution (m/px)", minimum=0, maximum=10_000,
                              help="Metres per pixel of the RGB images where they are not georeferenced (0 = unknown). "
                              "The model records its footprint on the ground from it, so maps are labelled at the "
                              "scale it was trained at; GeoTIFF images give their own.")
-    rgb_split: list[float] = setting(factory=lambda: [0.6, 0.2, 0.2], label="RGB train/val/test split",
-                                     help="Fractions of each class's RGB images for training, model selection "
-                                     "and the final test.")
-    ms_val_fraction: float = setting(0.2, label="MS validation fraction", minimum=0, maximum=1, above=True,
-                                     help="Share of each class's MS tiles held out to select the teacher's epoch.")
+    rgb_split: list[float] = setting(factory=lambda: [0.6, 0.2, 0.2], label="RGB train / validation / test split",
+                                     help="Shares of each class's RGB images used to train, to pick the best epoch and "
+                                     "for the final test. Give the test more when you need a firmer accuracy figure.")
+    ms_val_fraction: float = setting(0.2, label="MS validation share", minimum=0, maximum=1, above=True,
+                                     help="Share of each class's MS tiles held out to pick the teacher's best epoch; "
+                                     "lower it for a small archive.")
     memory_budget_gb: float = setting(0.0, label="Tile memory budget (GB)", minimum=0, maximum=1_000_000,
                                       help="Decoded tiles stay in memory while they fit in this many GB; a larger "
                                       "archive is read from an on-disk tile store built once in the cache folder. "
@@ -160,14 +166,17 @@ class DataConfig:
 
 @dataclass
 class StageConfig:
-    arch: str = setting("resnet34", label="Architecture", choices=_backbones,
-                        help="torchvision backbone; ResNet34 is strongest, ShuffleNetV2 fastest.")
+    arch: str = setting("resnet34", label="Network", choices=_backbones,
+                        help="The network (a torchvision backbone). ResNet34 is the most accurate and slowest; "
+                        "MobileNetV2 and ShuffleNetV2 train several times faster on a CPU.")
     epochs: int = setting(30, label="Epochs", minimum=0, maximum=MAX_EPOCHS,
-                          help="Passes over the training tiles; 0 skips training (a reused or untrained model).")
+                          help="Passes over the training tiles. More learn more but take longer; 0 skips training "
+                          "(a reused or untrained model).")
     batch_size: int = setting(64, label="Batch size", minimum=2, maximum=MAX_BATCH,
-                              help="Tiles per optimisation step; lower it if memory runs out.")
+                              help="Tiles per training step. Lower it if memory runs out; a GPU is faster with more.")
     lr: float = setting(1e-3, label="Learning rate", minimum=0, maximum=10, above=True,
-                        help="Step size of the optimiser; 1e-3 suits Adam.")
+                        help="Step size of the optimiser; 0.001 suits Adam. Lower it if the loss jumps about, raise it "
+                        "if training stalls.")
     pretrained: str = setting("", label="Start from pretrained weights",
                               help="'' trains from scratch; 'imagenet' starts from torchvision's ImageNet weights "
                               "if they are in the torchvision cache (never downloaded here); or a weights file path. "
@@ -177,54 +186,77 @@ class StageConfig:
 @dataclass
 class MatcherConfig(StageConfig):
     epochs: int = setting(20, label="Epochs", minimum=0, maximum=MAX_EPOCHS,
-                          help="Passes over the MS tiles for the contrastive matcher.")
+                          help="Passes over the MS tiles to train the matcher, which pairs RGB images with similar MS "
+                          "tiles before the student starts (SSM).")
     embed_dim: int = setting(128, label="Embedding width", minimum=2, maximum=4096,
-                             help="Width of the shared MS / RGB embedding the matcher compares.")
-    temperature: float = setting(0.07, label="InfoNCE temperature", minimum=0, maximum=10, above=True,
-                                 help="Sharpness of the contrastive loss; CLIP uses 0.07.")
+                             help="Width of the space in which the matcher compares MS tiles and RGB images; the "
+                             "default suits most archives.")
+    temperature: float = setting(0.07, label="Contrastive temperature (tau)", minimum=0, maximum=10, above=True,
+                                 help="Sharpness of the matcher's contrastive (InfoNCE) loss; CLIP's 0.07 rarely needs "
+                                 "changing.")
 
 
 @dataclass
 class StudentConfig(StageConfig):
     epochs: int = setting(60, label="Epochs", minimum=1, maximum=MAX_EPOCHS,
-                          help="Passes over the RGB training images.")
-    teacher_from: str = setting("", label="Reuse teacher from",
-                                help="A finished run folder whose teacher and matcher are reused (same MS data).")
+                          help="Passes over the RGB training images; the re-matching schedule counts these epochs.")
+    teacher_from: str = setting("", label="Reuse teacher from run",
+                                help="A finished run whose teacher and matcher are reused instead of trained again; its "
+                                "MS archive and band layout must be this run's.")
+    use_teacher_cache: bool = setting(True, label="Reuse a cached teacher and matcher",
+                                      help="A teacher and matcher trained before on exactly these MS tiles with these "
+                                      "settings are taken from the cache instead of trained again. Untick to train "
+                                      "them afresh, e.g. to see how much they vary.")
 
 
 @dataclass
 class DistillConfig:
     loss: str = setting("kd", label="Distillation loss", choices=_kd_losses,
-                        help="How the student imitates its matched teacher ('none' with no OT terms = RGB-only).")
+                        help="How the student imitates its matched MS teacher; 'kd' is the paper's. 'none' with both "
+                        "alignment terms off trains a plain RGB baseline to compare with.")
     params: dict[str, Any] = setting(factory=dict, label="Loss parameters",
-                                     help="Parameters of the chosen loss (defaults from the loss registry).")
-    pssm: bool = setting(False, label="PSSM mask", help="Only distil where the student is wrong and the teacher "
-                         "agrees enough (per-sample mask on logit losses).")
-    pssm_params: dict[str, Any] = setting(factory=dict, label="PSSM parameters", help="threshold, keep_correct.")
+                                     help="Settings of the chosen loss; the defaults come from its paper.")
+    pssm: bool = setting(False, label="Distil only where it helps (PSSM)",
+                         help="Per-sample mask: distil only where the student is wrong and the teacher agrees enough. "
+                         "Try it when the teacher is weak on some classes.")
+    pssm_params: dict[str, Any] = setting(factory=dict, label="PSSM parameters",
+                                          help="threshold: how much the teacher must agree; keep_correct: keep the "
+                                          "samples the student already gets right.")
     lambda1: float = setting(0.4, label="Distillation weight (lambda1)", minimum=0, maximum=1,
-                             help="Weight of the KD term; the alignment terms get lambda2 = 1 - lambda1 (paper: 0.4).")
+                             help="Share of the distillation term in the student's loss; the alignment terms get the "
+                             "rest (lambda2 = 1 - lambda1). The paper uses 0.4; lower it when the teacher is poor.")
     ssm: bool = setting(True, label="Initial matching (SSM)",
-                        help="Pair each RGB tile with its most similar same-class MS tile; off = random pairs.")
+                        help="Before training, pair each RGB image with the most similar MS tile of its class (by the "
+                        "matcher). Off pairs them at random, to measure what matching brings.")
     dynm: bool = setting(True, label="Dynamic re-matching (DynM)",
-                         help="Let the student re-pick its teachers during training at the scheduled epochs.")
-    ot1: bool = setting(True, label="Planner alignment (L_ot1)",
-                        help="CORAL between attention-reweighted teacher and student feature maps.")
+                         help="At the scheduled epochs the student picks new teachers: the MS tile of its class whose "
+                         "predictions are closest to its own. Off keeps the first pairs.")
+    ot1: bool = setting(True, label="Attention alignment (L_ot1)",
+                        help="Align teacher and student feature maps after the Planner's attention re-weighting "
+                        "(CORAL). Turn it off only to measure what it brings.")
     ot2: bool = setting(True, label="Pooled alignment (L_ot2)",
-                        help="CORAL between pooled teacher and student features.")
+                        help="Align the pooled teacher and student features (CORAL). Turn it off only to measure what "
+                        "it brings.")
     gamma: float = setting(3.0, label="Re-matching temperature (gamma)", minimum=0, maximum=100, above=True,
-                           help="Softmax temperature of the KL used by DynM (paper: 3).")
-    heads: int = setting(8, label="Planner heads", minimum=1, maximum=64,
-                         help="Attention heads of the Planner (paper: 8).")
+                           help="Softens the predictions DynM compares when it picks new teachers; higher spreads the "
+                           "choice over more MS tiles (paper: 3).")
+    heads: int = setting(8, label="Planner heads (H)", minimum=1, maximum=64,
+                         help="Attention heads of the Planner that re-weights feature maps for L_ot1 (paper: 8); "
+                         "fewer are cheaper.")
     planner_width: int = setting(0, label="Planner width", minimum=0, maximum=8192,
-                                 help="0 = the teacher's feature channels (the paper's form); smaller is cheaper.")
+                                 help="Channels inside the Planner; 0 = the teacher's feature channels (the paper's "
+                                 "form). Smaller is cheaper with a wide teacher.")
     e0: int = setting(10, label="First re-matching epoch (e0)", minimum=0, maximum=MAX_EPOCHS,
-                      help="Student epoch of the first DynM round.")
+                      help="Student epoch after which DynM first picks new teachers; later gives the student time to "
+                      "learn before it chooses.")
     delta_e: int = setting(10, label="Re-matching interval (delta_e)", minimum=1, maximum=MAX_EPOCHS,
-                           help="Epochs between the first two DynM rounds.")
+                           help="Epochs between the first and the second re-matching.")
     e_mu: int = setting(5, label="Interval growth (e_mu)", minimum=0, maximum=MAX_EPOCHS,
-                        help="How much each later interval grows.")
-    probe_size: int = setting(64, label="Transport-cost probe", minimum=2, maximum=100_000,
-                              help="Matched pairs on which the exact transport cost is measured each epoch.")
+                        help="Epochs each later interval adds, so re-matching gets rarer as training settles; 0 keeps "
+                        "the interval fixed.")
+    probe_size: int = setting(64, label="Transport-cost probe size", minimum=2, maximum=100_000,
+                              help="Matched pairs on which the transport cost shown in the Monitor is measured each "
+                              "epoch; more is steadier and slower.")
     ssm_similarity: str = setting("cosine", label="Initial matching similarity", choices=("cosine", "csls"),
                                   help="cosine is the paper's; csls lowers the score of 'hub' MS tiles that are close "
                                   "to every RGB image, so the pairing spreads over more teachers.")
@@ -251,17 +283,21 @@ class AugmentConfig:
 
 @dataclass
 class TrainConfig:
-    optimizer: str = setting("adam", label="Optimiser", choices=OPTIMIZERS, help="Adam suits most runs.")
+    optimizer: str = setting("adam", label="Optimiser", choices=OPTIMIZERS,
+                             help="The update rule; Adam suits most runs, SGD usually needs a higher learning rate.")
     weight_decay: float = setting(1e-4, label="Weight decay", minimum=0, maximum=1,
-                                  help="L2 penalty on the weights.")
+                                  help="Pulls the weights towards zero to curb over-fitting; raise it a little for a "
+                                  "small archive.")
     scheduler: str = setting("none", label="Learning-rate schedule", choices=SCHEDULERS,
-                             help="cosine decays the rate to 0 over each stage; step divides it by 10 at each third.")
+                             help="none keeps the rate; cosine lowers it smoothly to 0 over each stage; step divides it "
+                             "by 10 at each third.")
     seed: int = setting(0, label="Seed", minimum=0, maximum=2**31 - 1,
-                        help="Fixes splits, initialisation and data order: the same seed gives the same run.")
+                        help="Fixes the splits, initial weights and data order: the same seed repeats a run exactly. "
+                        "Change it to see how much results vary.")
     device: str = setting("auto", label="Device", choices=DEVICE_NAMES,
-                          help="auto picks a CUDA GPU, then Apple MPS, then the CPU.")
+                          help="Where training runs: auto picks a CUDA GPU, then Apple MPS, then the CPU.")
     workers: int = setting(0, label="Decoder threads", minimum=0, maximum=256,
-                           help="Threads that decode tiles (0 = one per core).")
+                           help="Threads that decode image files (0 = one per core); lower it on a shared machine.")
     precise_bn: bool = setting(True, label="Re-estimate BatchNorm before validation",
                                help="Before each validation, recompute BatchNorm statistics over the training tiles "
                                "so a model is judged with settled statistics (few batches per epoch leave them stale).")
@@ -273,8 +309,9 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
-    name: str = setting("run", label="Run name", help="Names the run folder.")
-    output_dir: str = setting("", label="Output folder", help="Where run folders are created (empty: the app's data folder).")
+    name: str = setting("run", label="Run name", help="Names the run folder (a date and time are added).")
+    output_dir: str = setting("", label="Output folder",
+                              help="Where run folders are created (empty: the app's data folder).")
     data: DataConfig = field(default_factory=DataConfig)
     teacher: StageConfig = field(default_factory=StageConfig)
     matcher: MatcherConfig = field(default_factory=MatcherConfig)

@@ -8,6 +8,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.widgets import error_label, show_error
+from app.setting_fields import explain, spec_text
 from app.wizard.frame import WizardPage
 
 UNMAPPED = "(same name)"
@@ -22,6 +23,9 @@ class ClassesPage(WizardPage):
         super().__init__("Classes", "Tick the classes to learn. Rename RGB folders onto MS classes where the names differ.")
         self._wizard = wizard
         self.alignment = None
+        # The user's unticks, not the ticks, are remembered: a class that disappears while its RGB
+        # folder is mapped elsewhere comes back ticked when the mapping is undone.
+        self.unticked: set[str] = set()
         self.table = QTableWidget(0, len(self.COLUMNS))
         self.table.setHorizontalHeaderLabels(self.COLUMNS)
         self.table.verticalHeader().hide()
@@ -36,17 +40,23 @@ class ClassesPage(WizardPage):
         self.warning_label = QLabel()
         self.warning_label.setWordWrap(True)
         self.warning_label.setStyleSheet("color: #8a5a00;")
+        self.chosen_label = QLabel()
+        self.chosen_label.setWordWrap(True)
         self.error_label = error_label()
-        mapping_box = QGroupBox("Name mapping (RGB name → MS name)")
-        QVBoxLayout(mapping_box).addWidget(self.mapping_table)
+        classes_box = QGroupBox(spec_text("data.classes")[0])
+        classes_layout = QVBoxLayout(classes_box)
+        classes_layout.addWidget(explain(self.table, "data.classes"))
+        mapping_box = QGroupBox(spec_text("data.class_mapping")[0])
+        QVBoxLayout(mapping_box).addWidget(explain(self.mapping_table, "data.class_mapping"))
         tables = QHBoxLayout()
-        tables.addWidget(self.table, 3)
+        tables.addWidget(classes_box, 3)
         tables.addWidget(mapping_box, 2)
         layout = QVBoxLayout(self)
         layout.addLayout(tables, 1)
+        layout.addWidget(self.chosen_label)
         layout.addWidget(self.warning_label)
         layout.addWidget(self.error_label)
-        self.table.itemChanged.connect(lambda _item: self.completeChanged.emit())
+        self.table.itemChanged.connect(self._use_changed)
 
     def initializePage(self) -> None:
         summary = self._wizard.summary
@@ -63,7 +73,26 @@ class ClassesPage(WizardPage):
             combo.currentIndexChanged.connect(self.refresh)
             self.mapping_table.setCellWidget(row, 1, combo)
         self.mapping_table.blockSignals(False)
-        self.refresh(selected=set(self._wizard.config.data.classes))
+        chosen = set(self._wizard.config.data.classes)
+        self.unticked = set()
+        self.refresh()
+        if chosen:
+            self.set_checked(chosen)
+
+    def _use_changed(self, item: QTableWidgetItem) -> None:
+        if item.column() == 0:
+            name = self.table.item(item.row(), 1).text() if self.table.item(item.row(), 1) else ""
+            if item.checkState() == Qt.CheckState.Checked:
+                self.unticked.discard(name)
+            else:
+                self.unticked.add(name)
+        self._show_chosen()
+        self.completeChanged.emit()
+
+    def _show_chosen(self) -> None:
+        checked = self.checked_classes()
+        self.chosen_label.setText(f"<b>The student will learn {len(checked)} class{'es' if len(checked) != 1 else ''}:"
+                                  f"</b> {', '.join(checked) if checked else 'none'}")
 
     def mapping(self) -> dict[str, str]:
         result = {}
@@ -74,13 +103,12 @@ class ClassesPage(WizardPage):
                 result[source] = target
         return result
 
-    def refresh(self, *_args, selected: set[str] | None = None) -> None:
-        """Re-align with the current mapping and rebuild the class table."""
+    def refresh(self, *_args) -> None:
+        """Re-align with the current mapping and rebuild the class table; every shared class is
+        ticked unless the user unticked it."""
         from sembridge_engine.data.discovery import align_classes
 
         summary = self._wizard.summary
-        if selected is None:
-            selected = set(self.checked_classes())
         self.alignment = align_classes(summary.ms_index, summary.rgb_index, self.mapping())
         ms_counts = summary.ms_index.counts()
         rgb_counts: dict[str, int] = {}
@@ -95,7 +123,7 @@ class ClassesPage(WizardPage):
             use = QTableWidgetItem()
             if name in shared:
                 use.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
-                use.setCheckState(Qt.CheckState.Checked if (not selected or name in selected) else Qt.CheckState.Unchecked)
+                use.setCheckState(Qt.CheckState.Unchecked if name in self.unticked else Qt.CheckState.Checked)
                 note = ""
             else:
                 use.setFlags(Qt.ItemFlag.NoItemFlags)
@@ -114,6 +142,7 @@ class ClassesPage(WizardPage):
         warnings = [str(problem) for problem in self.alignment.problems]
         self.warning_label.setText("\n".join(f"⚠ {w}" for w in warnings))
         self.warning_label.setVisible(bool(warnings))
+        self._show_chosen()
         self.completeChanged.emit()
 
     def checked_classes(self) -> list[str]:
@@ -133,6 +162,11 @@ class ClassesPage(WizardPage):
 
     def isComplete(self) -> bool:
         return len(self.checked_classes()) >= 2
+
+    def incomplete_reason(self) -> str:
+        ticked = len(self.checked_classes())
+        return (f"Tick at least two classes that both archives have ({ticked} ticked): a classifier needs two "
+                "classes to tell apart.")
 
     def validatePage(self) -> bool:
         checked = self.checked_classes()

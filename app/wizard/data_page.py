@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.widgets import PathField, display_rgb8, error_label, rgb8_to_qimage, show_error
+from app.setting_fields import add_setting_row
 from app.wizard.frame import WizardPage
 from app.workers import EngineWorker
 
@@ -110,20 +111,19 @@ class DataPage(WizardPage):
         self.summary: DataSummary | None = None
 
         self.ms_field = PathField("Folder of class folders with GeoTIFF tiles, or a CSV manifest",
-                                  file_filter="CSV manifest (*.csv)")
+                                  file_filter="CSV manifest (*.csv)", settings=wizard.settings, key="ms_archive")
         self.rgb_field = PathField("Folder of class folders with PNG/JPEG/TIFF images",
-                                   file_filter="CSV manifest (*.csv)")
+                                   file_filter="CSV manifest (*.csv)", settings=wizard.settings, key="rgb_images")
         self.preset_combo = QComboBox()
         self.custom_bands = QLineEdit()
         self.custom_bands.setPlaceholderText("band names in file order, comma-separated")
         self.custom_rgb = QLineEdit()
         self.custom_rgb.setPlaceholderText("R, G, B band names")
         form = QFormLayout()
-        form.addRow("MS archive:", self.ms_field)
-        form.addRow("RGB folder:", self.rgb_field)
-        form.addRow("Band preset:", self.preset_combo)
-        form.addRow("Custom bands:", self.custom_bands)
-        form.addRow("Custom R,G,B:", self.custom_rgb)
+        for key, widget in (("data.ms_path", self.ms_field), ("data.rgb_path", self.rgb_field),
+                            ("data.band_preset", self.preset_combo), ("data.custom_bands", self.custom_bands),
+                            ("data.custom_rgb", self.custom_rgb)):
+            add_setting_row(form, key, widget)
 
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)

@@ -2,14 +2,16 @@
 and the DynM schedule."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QSpinBox,
+    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QSpinBox,
     QVBoxLayout, QWidget,
 )
 
 from app.widgets import setting_spin
+from app.setting_fields import add_setting_row, explain, explained, setting_check
 from app.wizard.frame import WizardPage
 
 
@@ -25,49 +27,51 @@ class DistillPage(WizardPage):
         self.loss_description.setWordWrap(True)
         self.params_box = QGroupBox("Loss parameters")
         self.params_form = QFormLayout(self.params_box)
-        self.pssm_check = QCheckBox("PSSM (probabilistic soft sample matching)")
-        self.ssm_check = QCheckBox("SSM: semantic sample matching")
-        self.dynm_check = QCheckBox("DynM: dynamic re-matching")
-        self.ot1_check = QCheckBox("L_ot1 (CORAL alignment)")
-        self.ot2_check = QCheckBox("L_ot2 (planner transport)")
+        self.pssm_check = setting_check("distill.pssm")
+        self.ssm_check = setting_check("distill.ssm")
+        self.dynm_check = setting_check("distill.dynm")
+        self.ot1_check = setting_check("distill.ot1")
+        self.ot2_check = setting_check("distill.ot2")
         self.lambda1 = setting_spin("distill.lambda1", decimals=2, step=0.05)
         self.gamma = setting_spin("distill.gamma", decimals=2, step=0.5)
         self.heads = setting_spin("distill.heads")
         self.e0 = setting_spin("distill.e0")
         self.delta_e = setting_spin("distill.delta_e")
         self.e_mu = setting_spin("distill.e_mu")
+        self.planner_width = setting_spin("distill.planner_width", step=32)
+        self.probe_size = setting_spin("distill.probe_size", step=16)
         self.schedule_label = QLabel()
         self.schedule_label.setWordWrap(True)
 
-        toggles = QGridLayout()
-        toggles.addWidget(self.ssm_check, 0, 0)
-        toggles.addWidget(self.dynm_check, 0, 1)
-        toggles.addWidget(self.ot1_check, 1, 0)
-        toggles.addWidget(self.ot2_check, 1, 1)
-        toggles.addWidget(self.pssm_check, 2, 0, 1, 2)
+        parts = QVBoxLayout()
+        for key, check in (("distill.ssm", self.ssm_check), ("distill.dynm", self.dynm_check),
+                           ("distill.ot1", self.ot1_check), ("distill.ot2", self.ot2_check)):
+            parts.addWidget(explain(check, key))
+        parts_box = QGroupBox("SemBridge's parts")
+        parts_box.setLayout(parts)
         weights = QFormLayout()
-        weights.addRow("λ1 (KD weight; L_ot1 + L_ot2 get 1 − λ1):", self.lambda1)
-        weights.addRow("γ (DynM KL temperature):", self.gamma)
-        weights.addRow("Planner heads H:", self.heads)
-        schedule = QHBoxLayout()
-        for text, spin in (("e0", self.e0), ("Δe", self.delta_e), ("eμ", self.e_mu)):
-            schedule.addWidget(QLabel(text))
-            schedule.addWidget(spin)
-        schedule.addStretch(1)
-        dynm_box = QGroupBox("DynM schedule")
+        for key, spin in (("distill.lambda1", self.lambda1), ("distill.gamma", self.gamma),
+                          ("distill.heads", self.heads), ("distill.planner_width", self.planner_width),
+                          ("distill.probe_size", self.probe_size)):
+            add_setting_row(weights, key, spin)
+        schedule = QFormLayout()
+        for key, spin in (("distill.e0", self.e0), ("distill.delta_e", self.delta_e), ("distill.e_mu", self.e_mu)):
+            add_setting_row(schedule, key, spin)
+        dynm_box = QGroupBox("Re-matching schedule (DynM)")
         dynm_layout = QVBoxLayout(dynm_box)
         dynm_layout.addLayout(schedule)
         dynm_layout.addWidget(self.schedule_label)
 
         left = QVBoxLayout()
         form = QFormLayout()
-        form.addRow("KD loss:", self.loss_combo)
+        add_setting_row(form, "distill.loss", self.loss_combo)
         left.addLayout(form)
         left.addWidget(self.loss_description)
         left.addWidget(self.params_box)
+        left.addWidget(explain(self.pssm_check, "distill.pssm"))
         left.addStretch(1)
         right = QVBoxLayout()
-        right.addLayout(toggles)
+        right.addWidget(parts_box)
         right.addLayout(weights)
         right.addWidget(dynm_box)
         right.addStretch(1)
@@ -101,6 +105,8 @@ class DistillPage(WizardPage):
         self.e0.setValue(distill.e0)
         self.delta_e.setValue(distill.delta_e)
         self.e_mu.setValue(distill.e_mu)
+        self.planner_width.setValue(distill.planner_width)
+        self.probe_size.setValue(distill.probe_size)
         self._loss_changed(params=distill.params, pssm=distill.pssm)
 
     def set_loss(self, name: str) -> None:
@@ -116,34 +122,45 @@ class DistillPage(WizardPage):
         self.param_editors = {}
         values = {**spec.defaults, **(params or {})}
         for key, default in spec.defaults.items():
-            editor = self._editor_for(default, values[key])
+            editor = self._editor_for(default, values[key], key in spec.positive, key in spec.non_negative)
             self.param_editors[key] = editor
-            self.params_form.addRow(f"{key}:", editor)
+            self.params_form.addRow(f"{key}:", explained(editor, key, spec.param_help.get(key, "")))
         if not spec.defaults:
             self.params_form.addRow(QLabel("This loss has no parameters."))
         self.pssm_check.setEnabled(spec.supports_pssm)
         self.pssm_check.setChecked(bool(pssm) and spec.supports_pssm)
-        self.pssm_check.setToolTip("" if spec.supports_pssm else f"{spec.name} does not support PSSM")
+        if not spec.supports_pssm:
+            self.pssm_check.setToolTip(f"{spec.name} does not support PSSM: it works on logits of its own kind.")
         self.update_enabled()
 
+    def chosen_parts(self):
+        """The config as these widgets would set the switches; its rules say what is in use."""
+        distill = dataclasses.replace(self._wizard.config.distill, loss=self.loss_combo.currentData() or "none",
+                                      ot1=self.ot1_check.isChecked(), ot2=self.ot2_check.isChecked())
+        return dataclasses.replace(self._wizard.config, distill=distill)
+
     def update_enabled(self) -> None:
-        """Loss ``none`` without OT terms is the plain RGB baseline: no teacher, so no matching."""
-        uses_teacher = self.loss_combo.currentData() != "none" or self.ot1_check.isChecked() or self.ot2_check.isChecked()
-        for widget in (self.ssm_check, self.dynm_check, self.lambda1, self.gamma, self.e0, self.delta_e, self.e_mu):
-            widget.setEnabled(uses_teacher)
-        self.heads.setEnabled(self.ot1_check.isChecked() or self.ot2_check.isChecked())
+        """What the chosen switches leave without effect is greyed out (e.g. the plain RGB baseline
+        has no teacher, so nothing to match)."""
+        config = self.chosen_parts()
+        for widget in (self.ssm_check, self.dynm_check, self.lambda1, self.gamma, self.e0, self.delta_e, self.e_mu,
+                       self.probe_size):
+            widget.setEnabled(config.uses_teacher)
+        for widget in (self.heads, self.planner_width):
+            widget.setEnabled(config.uses_planner)
         self.update_schedule()
 
     @staticmethod
-    def _editor_for(default: Any, value: Any) -> QWidget:
+    def _editor_for(default: Any, value: Any, positive: bool, non_negative: bool) -> QWidget:
         if isinstance(default, bool):
             editor = QCheckBox()
             editor.setChecked(bool(value))
         elif isinstance(default, int):
-            editor = QSpinBox(minimum=-1_000_000, maximum=1_000_000)
+            editor = QSpinBox(minimum=1 if positive else 0 if non_negative else -1_000_000, maximum=1_000_000)
             editor.setValue(int(value))
         else:
-            editor = QDoubleSpinBox(decimals=4, minimum=-1e6, maximum=1e6, singleStep=0.1)
+            low = 1e-4 if positive else 0.0 if non_negative else -1e6
+            editor = QDoubleSpinBox(decimals=4, minimum=low, maximum=1e6, singleStep=0.1)
             editor.setValue(float(value))
         return editor
 
@@ -177,6 +194,7 @@ class DistillPage(WizardPage):
         distill.gamma = self.gamma.value()
         distill.heads = self.heads.value()
         distill.e0, distill.delta_e, distill.e_mu = self.e0.value(), self.delta_e.value(), self.e_mu.value()
+        distill.planner_width, distill.probe_size = self.planner_width.value(), self.probe_size.value()
         return True
 
 

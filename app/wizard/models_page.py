@@ -6,6 +6,7 @@ from pathlib import Path
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QVBoxLayout
 
 from app.widgets import PathField, error_label, show_error
+from app.setting_fields import add_setting_row, explain, setting_check, spec_text, tooltip_html
 from app.wizard.frame import WizardPage
 
 
@@ -18,17 +19,23 @@ class ModelsPage(WizardPage):
         self.teacher_combo = QComboBox()
         self.matcher_combo = QComboBox()
         self.student_combo = QComboBox()
-        self.reuse_check = QCheckBox("Reuse teacher and matcher from an earlier run")
-        self.reuse_field = PathField("Run folder (contains config.toml and checkpoints/)")
+        self.reuse_check = QCheckBox("Reuse the teacher and matcher of an earlier run")
+        self.reuse_check.setToolTip(tooltip_html(*spec_text("student.teacher_from")))
+        self.reuse_field = PathField("Run folder (contains config.toml and checkpoints/)", settings=wizard.settings,
+                                     key="runs")
+        self.cache_check = setting_check("student.use_teacher_cache")
         self.error_label = error_label()
         form = QFormLayout()
-        form.addRow("Teacher (MS):", self.teacher_combo)
-        form.addRow("Matcher:", self.matcher_combo)
-        form.addRow("Student (RGB):", self.student_combo)
+        add_setting_row(form, "teacher.arch", self.teacher_combo, "Teacher network (MS)")
+        add_setting_row(form, "matcher.arch", self.matcher_combo, "Matcher network")
+        add_setting_row(form, "student.arch", self.student_combo, "Student network (RGB)")
+        reuse = QFormLayout()
+        add_setting_row(reuse, "student.teacher_from", self.reuse_field, "Run folder")
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.reuse_check)
-        layout.addWidget(self.reuse_field)
+        layout.addLayout(reuse)
+        layout.addWidget(explain(self.cache_check, "student.use_teacher_cache"))
         layout.addWidget(self.error_label)
         layout.addStretch(1)
         self.reuse_check.toggled.connect(self.reuse_field.setEnabled)
@@ -47,6 +54,7 @@ class ModelsPage(WizardPage):
         self.reuse_check.setChecked(bool(config.student.teacher_from))
         self.reuse_field.set_path(config.student.teacher_from)
         self.reuse_field.setEnabled(self.reuse_check.isChecked())
+        self.cache_check.setChecked(config.student.use_teacher_cache)
 
     def validatePage(self) -> bool:
         config = self._wizard.config
@@ -62,6 +70,7 @@ class ModelsPage(WizardPage):
         config.matcher.arch = self.matcher_combo.currentText()
         config.student.arch = self.student_combo.currentText()
         config.student.teacher_from = teacher_from
+        config.student.use_teacher_cache = self.cache_check.isChecked()
         return True
 
 

@@ -1,21 +1,27 @@
-"""Training page: epochs, batch sizes and learning rates per stage, tile sizes, seed, device,
-run name and output folder."""
+"""Training page: epochs, batch sizes and learning rates per stage, tile sizes, seed, device, run
+name and output folder; the remaining settings under "More settings"."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from PySide6.QtWidgets import (
-    QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QSpinBox, QVBoxLayout,
+    QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox, QLabel, QLineEdit, QSpinBox, QVBoxLayout,
 )
 
 from app.widgets import PathField, error_label, setting_spin, show_error
+from app.wizard.advanced import AdvancedSettings
+from app.setting_fields import add_setting_row, help_label, spec_text, tooltip_html
 from app.wizard.frame import WizardPage
+
+STAGES = ("teacher", "matcher", "student")
+STAGE_NAMES = {"teacher": "Teacher (MS)", "matcher": "Matcher", "student": "Student (RGB)"}
 
 
 class TrainingPage(WizardPage):
-    """Epochs, batch sizes and learning rates per stage, tile sizes, seed, device, output folder."""
+    """Epochs, batch sizes and learning rates per stage, tile sizes, seed, device, output folder.
 
-    STAGES = ("teacher", "matcher", "student")
+    A stage the run will not train (a reused teacher and matcher, or no teacher at all in the RGB
+    baseline) shows why instead of editable fields."""
 
     def __init__(self, wizard) -> None:
         super().__init__("Training", "How long and where to train.")
@@ -23,39 +29,53 @@ class TrainingPage(WizardPage):
         self.epochs: dict[str, QSpinBox] = {}
         self.batch: dict[str, QSpinBox] = {}
         self.lr: dict[str, QDoubleSpinBox] = {}
+        self.stage_notes: dict[str, QLabel] = {}
         grid = QGridLayout()
-        for column, title in enumerate(("Stage", "Epochs", "Batch size", "Learning rate")):
-            grid.addWidget(QLabel(f"<b>{title}</b>"), 0, column)
-        for row, stage in enumerate(self.STAGES, start=1):
+        for column, (title, key) in enumerate((("Stage", ""), ("Epochs", "student.epochs"),
+                                               ("Batch size", "student.batch_size"), ("Learning rate", "student.lr"))):
+            header = QLabel(f"<b>{title}</b>")
+            if key:
+                header.setToolTip(tooltip_html(*spec_text(key)))
+            grid.addWidget(header, 0, column)
+        for row, stage in enumerate(STAGES, start=1):
             self.epochs[stage] = setting_spin(f"{stage}.epochs")
             self.batch[stage] = setting_spin(f"{stage}.batch_size")
             self.lr[stage] = setting_spin(f"{stage}.lr", decimals=5, step=0.0001)
-            grid.addWidget(QLabel(stage.capitalize()), row, 0)
+            self.stage_notes[stage] = QLabel()
+            self.stage_notes[stage].setStyleSheet("color: #8a5a00;")
+            grid.addWidget(QLabel(STAGE_NAMES[stage]), row, 0)
             grid.addWidget(self.epochs[stage], row, 1)
             grid.addWidget(self.batch[stage], row, 2)
             grid.addWidget(self.lr[stage], row, 3)
+            grid.addWidget(self.stage_notes[stage], row, 4)
+        grid.setColumnStretch(4, 1)
+        grid_help = help_label("<br>".join(f"<b>{spec_text(key)[0]}:</b> {spec_text(key)[1]}"
+                                           for key in ("teacher.epochs", "student.batch_size", "student.lr")))
         self.ms_tile = setting_spin("data.ms_tile_size", step=16)
         self.rgb_tile = setting_spin("data.rgb_tile_size", step=16)
         self.seed = setting_spin("train.seed")
         self.device_combo = QComboBox()
         self.name_edit = QLineEdit()
-        self.output_field = PathField("Folder where the run folder is created")
+        self.output_field = PathField("Folder where the run folder is created", settings=wizard.settings,
+                                      key="runs_output")
         self.error_label = error_label()
         form = QFormLayout()
-        tiles = QHBoxLayout()
-        tiles.addWidget(QLabel("MS"))
-        tiles.addWidget(self.ms_tile)
-        tiles.addWidget(QLabel("RGB"))
-        tiles.addWidget(self.rgb_tile)
-        tiles.addStretch(1)
-        form.addRow("Tile size (px):", tiles)
-        form.addRow("Seed:", self.seed)
-        form.addRow("Device:", self.device_combo)
-        form.addRow("Run name:", self.name_edit)
-        form.addRow("Output folder:", self.output_field)
+        for key, widget in (("data.ms_tile_size", self.ms_tile), ("data.rgb_tile_size", self.rgb_tile),
+                            ("train.seed", self.seed), ("train.device", self.device_combo), ("name", self.name_edit),
+                            ("output_dir", self.output_field)):
+            add_setting_row(form, key, widget)
+        self.advanced = AdvancedSettings()
+        advanced_box = QGroupBox("More settings (optimiser, splits, memory, matcher)")
+        advanced_box.setCheckable(True)
+        advanced_box.setChecked(False)
+        advanced_box.toggled.connect(self.advanced.setVisible)
+        self.advanced.hide()
+        QVBoxLayout(advanced_box).addWidget(self.advanced)
         layout = QVBoxLayout(self)
         layout.addLayout(grid)
+        layout.addWidget(grid_help)
         layout.addLayout(form)
+        layout.addWidget(advanced_box)
         layout.addWidget(self.error_label)
         layout.addStretch(1)
 
@@ -63,11 +83,20 @@ class TrainingPage(WizardPage):
         from sembridge_engine.device import list_devices
 
         config = self._wizard.config
-        for stage in self.STAGES:
+        for stage in STAGES:
             section = getattr(config, stage)
             self.epochs[stage].setValue(section.epochs)
             self.batch[stage].setValue(section.batch_size)
             self.lr[stage].setValue(section.lr)
+        reused = bool(config.student.teacher_from)
+        in_use = {"teacher": config.uses_teacher, "matcher": config.uses_matcher, "student": True}
+        for stage in STAGES:
+            note = "" if in_use[stage] else "not used by this run"
+            if in_use[stage] and reused and stage != "student":
+                note = f"reused from {Path(config.student.teacher_from).name}"
+            for widget in (self.epochs[stage], self.batch[stage], self.lr[stage]):
+                widget.setEnabled(not note)
+            self.stage_notes[stage].setText(note)
         self.ms_tile.setValue(config.data.ms_tile_size)
         self.rgb_tile.setValue(config.data.rgb_tile_size)
         self.seed.setValue(config.train.seed)
@@ -78,6 +107,7 @@ class TrainingPage(WizardPage):
         self.device_combo.setCurrentIndex(max(0, self.device_combo.findData(wanted)))
         self.name_edit.setText(config.name)
         self.output_field.set_path(config.output_dir or str(self._wizard.settings.output_path))
+        self.advanced.load(config)
 
     def validatePage(self) -> bool:
         output = self.output_field.path()
@@ -93,9 +123,13 @@ class TrainingPage(WizardPage):
         except OSError as error:
             show_error(self.error_label, f"Cannot create the output folder {output}: {error.strerror or error}")
             return False
+        problem = self.advanced.problem()
+        if problem:
+            show_error(self.error_label, problem)
+            return False
         show_error(self.error_label, "")
         config = self._wizard.config
-        for stage in self.STAGES:
+        for stage in STAGES:
             section = getattr(config, stage)
             section.epochs = self.epochs[stage].value()
             section.batch_size = self.batch[stage].value()
@@ -107,6 +141,5 @@ class TrainingPage(WizardPage):
         config.train.device = "cuda" if device.startswith("cuda") else device
         config.name = name
         config.output_dir = output
+        self.advanced.store(config)
         return True
-
-

@@ -10,9 +10,11 @@ import copy
 from pathlib import Path
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QFileDialog, QPushButton, QWidget
+from PySide6.QtWidgets import QPushButton, QToolButton, QWidget
 
+from app.help import show_method_help
 from app.settings import Settings
+from app.widgets import ask_save_file
 from app.wizard.classes_page import ClassesPage
 from app.wizard.data_page import DataPage, DataSummary
 from app.wizard.distill_page import DistillPage
@@ -48,6 +50,12 @@ class TrainingWizard(WizardFrame):
         self.save_button.setToolTip("Save this configuration as TOML, e.g. to run it with `sembridge train --config`")
         self.save_button.clicked.connect(self._choose_config_file)
         self.extra_buttons.addWidget(self.save_button)
+        self.help_button = QToolButton()
+        self.help_button.setText("?")
+        self.help_button.setToolTip("How SemBridge works, and what each setting means")
+        self.help_button.setStyleSheet("font-weight: bold; padding: 2px 8px;")
+        self.help_button.clicked.connect(lambda: show_method_help(self))
+        self.header_tools.addWidget(self.help_button)
         self.currentIdChanged.connect(self._page_changed)
 
     def set_config(self, config) -> None:
@@ -64,8 +72,8 @@ class TrainingWizard(WizardFrame):
         self.save_button.setVisible(self.currentPage() is self.page_review)
 
     def _choose_config_file(self) -> None:
-        default = str(Path(self.config.output_dir or self.settings.output_path) / f"{self.config.name}.toml")
-        path, _ = QFileDialog.getSaveFileName(self, "Save run configuration", default, "TOML (*.toml)")
+        path = ask_save_file(self, self.settings, "config", "Save run configuration", f"{self.config.name}.toml",
+                             "TOML (*.toml)")
         if path:
             self.save_config(path)
 

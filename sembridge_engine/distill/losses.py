@@ -12,7 +12,7 @@ Epoch convention: `KDInputs.epoch` is the 0-based index of the current epoch and
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import torch
@@ -56,6 +56,7 @@ class KDLossSpec:
     positive: tuple[str, ...] = ()      # parameters that must be above 0
     non_negative: tuple[str, ...] = ()  # parameters that must be 0 or more
     check: Callable[[dict], str | None] = lambda values: None  # a rule across parameters: message or None
+    param_help: dict[str, str] = field(default_factory=dict)  # one line per parameter: what it does, when to change it
 
 
 class KDLoss(nn.Module):
@@ -387,6 +388,8 @@ def _ctkd_temperatures(values: dict) -> str | None:
 
 
 PSSM_DEFAULTS: dict[str, float | int | bool] = {"threshold": 0.6, "keep_correct": False}
+TEMPERATURE_HELP = ("Softens both predictions before they are compared; higher passes on more of the teacher's view "
+                    "of the other classes.")
 PSSM_DESCRIPTION = (
     "Perceptual Solution Space Mask ('Investigating the impact of data distribution shifts on cross-modal KD'): "
     "per-sample weight on a logit KD loss. Only samples whose student argmax is wrong contribute, with weight "
@@ -400,18 +403,25 @@ KD_LOSSES: dict[str, KDLossSpec] = {spec.name: spec for spec in (
                {}, supports_pssm=False, factory=lambda values, mask, student, teacher: NoKD()),
     KDLossSpec("kd", "Vanilla KD (Hinton 2015): KL(softmax(t/T) || softmax(s/T)) * T^2.",
                {"temperature": 4.0}, supports_pssm=True,
-               factory=lambda values, mask, student, teacher: VanillaKD(pssm=mask, **values), positive=("temperature",)),
+               factory=lambda values, mask, student, teacher: VanillaKD(pssm=mask, **values), positive=("temperature",),
+               param_help={"temperature": TEMPERATURE_HELP + " (Hinton: 4)"}),
     KDLossSpec("logits", "Logit regression (Ba & Caruana 2014): MSE between student and teacher logits.",
                {}, supports_pssm=False, factory=lambda values, mask, student, teacher: LogitMSE()),
     KDLossSpec("rkd", "Relational KD (Park 2019): distance (w 25) and angle (w 50) relations between pooled "
                "embeddings; teacher and student widths may differ.",
                {"distance_weight": 25.0, "angle_weight": 50.0}, supports_pssm=False,
-               factory=lambda values, mask, student, teacher: RelationalKD(**values)),
+               factory=lambda values, mask, student, teacher: RelationalKD(**values),
+               param_help={"distance_weight": "Weight of matching the distances between the samples' embeddings.",
+                           "angle_weight": "Weight of matching the angles within triples of samples' embeddings."}),
     KDLossSpec("dkd", "Decoupled KD (Zhao 2022): alpha*TCKD + beta*NCKD at temperature T, ramped in linearly "
                "over warmup_epochs.",
                {"alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup_epochs": 20}, supports_pssm=True,
                factory=lambda values, mask, student, teacher: DecoupledKD(pssm=mask, **values),
-               positive=("temperature",), non_negative=("warmup_epochs",)),
+               positive=("temperature",), non_negative=("warmup_epochs",),
+               param_help={"alpha": "Weight of the target-class part (TCKD).",
+                           "beta": "Weight of the other-classes part (NCKD), the part DKD strengthens (paper: 8).",
+                           "temperature": TEMPERATURE_HELP,
+                           "warmup_epochs": "Epochs over which the loss is ramped in from zero; shorten it for short runs."}),
     KDLossSpec("ctkd", "Curriculum temperature KD (Li 2023): vanilla KD with one learnable temperature trained "
                "adversarially through a gradient-reversal layer whose strength follows a cosine ramp 0 -> lambda_max "
                "over lambda_epochs (0 = all epochs); T = min_temperature + (max_temperature - min_temperature) * "
@@ -419,12 +429,19 @@ KD_LOSSES: dict[str, KDLossSpec] = {spec.name: spec for spec in (
                {"init_temperature": 4.0, "min_temperature": 1.0, "max_temperature": 21.0, "lambda_max": 1.0,
                 "lambda_epochs": 0}, supports_pssm=True,
                factory=lambda values, mask, student, teacher: CurriculumTemperatureKD(pssm=mask, **values),
-               check=_ctkd_temperatures),
+               check=_ctkd_temperatures,
+               param_help={"init_temperature": "Temperature at the start; it is learned from there.",
+                           "min_temperature": "Lowest temperature the learned one can reach.",
+                           "max_temperature": "Highest temperature the learned one can reach.",
+                           "lambda_max": "Strength of the adversarial push on the temperature once its ramp is done.",
+                           "lambda_epochs": "Epochs of the cosine ramp of that strength (0 = all epochs)."}),
     KDLossSpec("lskd", "Logit-standardised KD (Sun 2024): vanilla KD on per-sample z-scored logits; temperature is "
                "the paper's base temperature (2), applied after standardisation.",
                {"temperature": 2.0}, supports_pssm=True,
                factory=lambda values, mask, student, teacher: LogitStandardisedKD(pssm=mask, **values),
-               positive=("temperature",)),
+               positive=("temperature",),
+               param_help={"temperature": "Base temperature, applied after each sample's logits are standardised "
+                                          "(paper: 2)."}),
     KDLossSpec("dskd", "Dimensional-structure KD (Si et al.): SEM = sum(1 - C_ii)^2 + lambda * sum_{i!=j} C_ij^2 on "
                "the cross-correlation of the projected student embedding and the teacher embedding, plus DCM = "
                "log-mean RBF uniformity of the student's intermediate features and a cross term pulling them "
@@ -432,7 +449,16 @@ KD_LOSSES: dict[str, KDLossSpec] = {spec.name: spec for spec in (
                {"sem_weight": 1.0, "dcm_weight": 1.0, "lambda_offdiag": 0.005, "sigma": 0.7071,
                 "normalise_by_dim": True, "center": True, "cross_attract": True}, supports_pssm=False,
                factory=lambda values, mask, student, teacher: DimensionalStructureKD(student, teacher, **values),
-               needs_backbones=True, positive=("sigma",)),
+               needs_backbones=True, positive=("sigma",),
+               param_help={"sem_weight": "Weight of SEM, which lines up the dimensions of student and teacher embeddings.",
+                           "dcm_weight": "Weight of DCM, which spreads the student's features and draws them to the "
+                                         "teacher's.",
+                           "lambda_offdiag": "Weight of the correlations between different dimensions inside SEM.",
+                           "sigma": "Width of the RBF kernel of DCM's uniformity term.",
+                           "normalise_by_dim": "Divide SEM by the embedding width, so its size does not depend on the "
+                                               "network.",
+                           "center": "Centre the embeddings before correlating them.",
+                           "cross_attract": "Include DCM's cross term that draws student features to the teacher's."}),
 )}
 
 

@@ -37,7 +37,8 @@ def _cache_path(ctx: RunContext, data: RunData, stage: str) -> Path:
 
 
 def _source(ctx: RunContext, data: RunData, stage: str) -> tuple[Path, str] | None:
-    """Where a finished teacher/matcher can be taken from: the teacher_from run, else the cache."""
+    """Where a finished teacher/matcher can be taken from: the teacher_from run, else the cache
+    (unless the config says not to use it)."""
     source = ctx.config.student.teacher_from
     if source:
         path = RunFolder(Path(source)).checkpoint(stage)
@@ -45,6 +46,8 @@ def _source(ctx: RunContext, data: RunData, stage: str) -> tuple[Path, str] | No
             raise ValueError(f"teacher_from {source}: no teacher checkpoint {path} (is it a SemBridge run folder?)")
         if path.exists():
             return path, f"run {source}"
+    if not ctx.config.student.use_teacher_cache:
+        return None
     cached = _cache_path(ctx, data, stage)
     return (cached, f"cache {cached}") if cached.exists() else None
 

@@ -56,11 +56,16 @@ def test_drop_files_and_folders_fills_the_grid(qtbot, settings, trained_run, tmp
     visible = panel.visible_tiles()
     assert visible and all(tile.predicted == predicted for tile in visible)
 
-    out = panel.export_csv(tmp_path / "predictions.csv")
+    out = panel.export_csv(tmp_path / "predictions.csv", only_shown=True)
     with out.open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(visible)
     assert {row["predicted_class"] for row in rows} == {predicted}
+    everything = panel.export_csv(tmp_path / "all.csv")  # a filter on does not drop rows unasked
+    with everything.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(tiles)
+    assert {row["path"] for row in rows} == {tile.path for tile in tiles}
 
     panel.class_filter.setCurrentIndex(panel.class_filter.findData("__errors__"))
     assert [Path(t.path).name for t in panel.visible_tiles()] == ["broken.png"]

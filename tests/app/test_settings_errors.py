@@ -46,3 +46,27 @@ def test_uncaught_exception_shows_a_dialog_and_writes_the_traceback(qtbot, app_h
     assert str(logs[0]) in dialogs[-1].text()
     for dialog in dialogs:
         dialog.close()
+
+
+def test_file_dialogs_open_where_that_field_was_last_used(qtbot, settings, tmp_path, monkeypatch):
+    """Never the source tree or /: the home folder first, then the folder chosen last time for that field."""
+    from pathlib import Path
+
+    from app.widgets import PathField
+
+    asked: list[str] = []
+    answers = iter([str(tmp_path / "archive"), ""])
+    (tmp_path / "archive").mkdir()
+    monkeypatch.setattr("app.widgets.QFileDialog.getExistingDirectory",
+                        lambda _parent, _title, start: asked.append(start) or next(answers))
+    first = PathField(settings=settings, key="ms_archive")
+    qtbot.addWidget(first)
+    first._choose_folder()
+    assert asked == [str(Path.home())] and first.path() == str(tmp_path / "archive")
+    second = PathField(settings=settings, key="ms_archive")
+    qtbot.addWidget(second)
+    second._choose_folder()
+    assert asked[1] == str(tmp_path), "the next dialog opens beside the folder chosen last"
+    from app.settings import Settings
+
+    assert Settings.load().last_folders["ms_archive"] == str(tmp_path)

@@ -172,6 +172,23 @@ def test_teacher_cache_makes_a_rerun_skip_the_teacher(full_run, tmp_path):
     assert result.summary["stages"]["teacher"]["source"].startswith("cache ")
 
 
+def test_teacher_cache_is_not_used_when_the_config_says_so(full_run, tmp_path):
+    """The user can ask for a fresh teacher although a cached one fits (the run is stopped as soon
+    as the teacher stage starts: that it starts is the point)."""
+    token = CancelToken()
+    started = []
+
+    def stop_at_first_stage(event) -> None:
+        if isinstance(event, StageStarted):
+            started.append(event.stage)
+            token.cancel()
+
+    with teacher_cache(full_run[2] / "cache"):
+        result = train(tiny_config("student.epochs=1", "student.use_teacher_cache=false"), run_dir=tmp_path / "run",
+                       callback=stop_at_first_stage, cancel=token)
+    assert started == ["teacher"] and result.status == "cancelled"
+
+
 def test_teacher_from_rejects_an_incompatible_run(full_run, tmp_path):
     config = tiny_config("student.epochs=1", "data.ms_tile_size=48", f"student.teacher_from={full_run[0].run_dir}")
     with teacher_cache(tmp_path / "cache"), pytest.raises(ValueError, match="tile_size"):
