@@ -24,8 +24,11 @@ from app.monitor.teachers import TeachersView
 from app.widgets import open_folder, steady_label
 from sembridge_engine.training.rundir import METRIC_GROUPS, STAGES, RunFolder, scalar
 
-PLOTTED_GROUPS = ("transport", "accuracy", "loss")  # one plot each; other groups show in the log lines
-GROUP_OF = {metric: group for group in PLOTTED_GROUPS for metric in METRIC_GROUPS[group]}
+GROUP_OF = {metric: group for group, metrics in METRIC_GROUPS.items() for metric in metrics}
+# Title, y-axis label and log scale of the plots of the groups the monitor knows by name.
+PLOT_LOOKS = {"transport": ("Transport cost (student vs teacher, log scale)", "cost", True),
+              "accuracy": ("Accuracy and macro F1", "score", False),
+              "loss": ("Loss components", "loss", False)}
 MARKER_NAMES = {"ssm": "SSM", "random": "random pairs", "dynm": "DynM"}
 
 
@@ -60,11 +63,11 @@ class MonitorPanel(QWidget):
         self.stage_combo.setCurrentIndex(STAGES.index(self.shown_stage))
         self.stage_combo.currentIndexChanged.connect(lambda _i: self.show_stage(self.stage_combo.currentData()))
         self.stages = StageProgress()
-        self.transport_plot = MetricPlot("Transport cost (student vs teacher, log scale)", "cost",
-                                         METRIC_GROUPS["transport"], log=True)
-        self.accuracy_plot = MetricPlot("Accuracy and macro F1", "score", METRIC_GROUPS["accuracy"])
-        self.loss_plot = MetricPlot("Loss components", "loss", METRIC_GROUPS["loss"])
-        self.plots = {"transport": self.transport_plot, "accuracy": self.accuracy_plot, "loss": self.loss_plot}
+        # One plot per group of the engine's METRIC_GROUPS, so a group the engine adds gets its plot.
+        self.plots = {group: MetricPlot(*PLOT_LOOKS.get(group, (group.capitalize(), group, False))[:2], metrics,
+                                        log=PLOT_LOOKS.get(group, ("", "", False))[2])
+                      for group, metrics in METRIC_GROUPS.items()}
+        self.transport_plot, self.accuracy_plot, self.loss_plot = (self.plots[group] for group in PLOT_LOOKS)
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(5000)
@@ -83,10 +86,8 @@ class MonitorPanel(QWidget):
         header.addWidget(self.cancel_button)
         curves = QWidget()
         grid = QGridLayout(curves)
-        grid.addWidget(self.transport_plot, 0, 0)
-        grid.addWidget(self.accuracy_plot, 0, 1)
-        grid.addWidget(self.loss_plot, 1, 0)
-        grid.addWidget(self.log_view, 1, 1)
+        for position, widget in enumerate([*self.plots.values(), self.log_view]):
+            grid.addWidget(widget, position // 2, position % 2)
         results = QWidget()
         result_layout = QGridLayout(results)
         result_layout.addWidget(self.confusion, 0, 0)
