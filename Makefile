@@ -26,7 +26,7 @@ test: $(STAMP)
 
 # What `make test` checks, on an existing environment (PY= another interpreter, e.g. in a worktree):
 # the import contracts (engine never imports Qt; engine layers), ruff, then the test suite. The app
-# tests run under a real X server when one can be had, else offscreen (tests/app/xserver.py).
+# tests run under a real X server when one can be had, else offscreen (tools/xserver.py).
 check:
 	$(dir $(PY))lint-imports --no-cache
 	$(PY) -m ruff check --quiet

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.classify_panel import ClassifyPanel
-from app.label_panel import LabelPanel
+from app.label import LabelPanel
 from app.monitor import MonitorPanel
 from app.runs import RunsPanel, latest_bundle
 from app.settings import Settings, log_dir

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from resources import demo_project
-from tests.app.xserver import choose_qt_platform
+from tools.xserver import choose_qt_platform
 
 QT_PLATFORM = choose_qt_platform()  # before any QApplication exists
 # The app trains at a lower priority so the window stays responsive; the tests' runs compete as

@@ -1,66 +1,177 @@
-"""Label map on the bundled scene: estimate, run in a worker, outputs written and previewed."""
+"""Label map on the bundled scene: per-scene bands and areas, the engine's pre-flight plan in the
+panel's words, outputs written (never replaced unasked), the map view before and after."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from app.label_panel import LabelPanel
+import numpy as np
+import pytest
+import rasterio
+from PySide6.QtCore import QRectF
+from PySide6.QtWidgets import QMessageBox
+
+from app.label import LabelPanel
+from app.label.messages import for_the_panel
 from resources import demo_project
+from sembridge_engine.labelling.options import PixelWindow
+
+SCENE = demo_project() / "scene" / "ucmerced_mosaic.tif"         # 0.3 m aerial RGB: the model's own scale
+COARSE_SCENE = demo_project() / "scene" / "scene_subset.tif"    # 300 m Landsat: far coarser than training
 
 
-def test_label_the_demo_scene(qtbot, settings, trained_run, tmp_path):
-    scene = demo_project() / "scene" / "ucmerced_mosaic.tif"
+def crop(path: Path, target: Path, bands_at: tuple[int, ...] | None = None, size: int = 768) -> Path:
+    """The top-left ``size`` px of the mosaic; with ``bands_at``, a 13-band scene holding its R, G, B
+    at those 0-based positions and noise elsewhere."""
+    with rasterio.open(path) as source:
+        window = rasterio.windows.Window(0, 0, size, size)
+        rgb = source.read(window=window)
+        profile = {"driver": "GTiff", "dtype": "uint8", "crs": source.crs, "width": size, "height": size,
+                   "transform": source.window_transform(window)}
+    pixels = rgb
+    if bands_at is not None:
+        pixels = np.random.default_rng(0).integers(1, 255, size=(13, size, size), dtype=np.uint8)
+        pixels[list(bands_at)] = rgb
+    with rasterio.open(target, "w", **{**profile, "count": len(pixels)}) as out:
+        out.write(pixels)
+    return target
+
+
+@pytest.fixture
+def panel(qtbot, settings, trained_run):
     panel = LabelPanel(settings)
     qtbot.addWidget(panel)
-    panel.resize(1000, 700)
+    panel.resize(1200, 700)
     panel.show()
     with qtbot.waitSignal(panel.bundleLoaded, timeout=60000):
         panel.bundle_field.set_path(trained_run / "model.sembridge")
-    assert panel.tile_spin.value() == 0 and panel.bundle.tile_size == 32  # auto: the training footprint
-    with qtbot.waitSignal(panel.planned, timeout=60000):
-        panel.drop_area.pathsDropped.emit([scene])
-    assert panel.plan is not None, panel.error_label.text()
-    assert [combo.currentData() for combo in panel.band_combos] == panel.plan.band_indexes
-    assert "windows" in panel.plan_label.text() and panel.plan.tile == 256 and "window 256 px" in panel.plan_label.text()
-    assert panel.run_button.isEnabled()
+    return panel
 
-    out_dir = tmp_path / "maps"
+
+def add_and_plan(qtbot, panel, *scenes) -> None:
+    with qtbot.waitSignal(panel.planned, timeout=60000):
+        panel.add_scenes(list(scenes))
+    qtbot.waitUntil(lambda: all(entry.plan is not None or entry.error for entry in panel.entries.values()), timeout=60000)
+
+
+def label(qtbot, panel, out_dir: Path) -> None:
     panel.output_field.set_path(out_dir)
     with qtbot.waitSignal(panel.labelled, timeout=120000):
         panel.run_button.click()
+
+
+def test_label_the_demo_scene_and_look_at_it(qtbot, panel, tmp_path, monkeypatch):
+    with qtbot.waitSignal(panel.map_view.sceneShown, timeout=60000):
+        add_and_plan(qtbot, panel, SCENE)
+    entry = panel.current_entry()
+    assert entry.plan is not None, panel.error_label.text()
+    assert [combo.currentData() for combo in panel.band_combos] == entry.plan.band_indexes
+    assert "windows" in panel.plan_label.text() and "m/px" in panel.plan_label.text()
+    assert panel.map_view.scene_image.image is not None, "the scene is on the map before labelling"
+
+    out_dir = tmp_path / "maps"
+    with qtbot.waitSignal(panel.map_view.labelsShown, timeout=120000):
+        label(qtbot, panel, out_dir)
     assert panel.results, panel.error_label.text()
     result = panel.results[0]
-    for path in result.paths():
-        assert Path(path).is_file() and Path(path).parent == out_dir
-    assert result.preview is not None and Path(result.preview).suffix == ".png"
-    assert panel.preview_label.pixmap() is not None and not panel.preview_label.pixmap().isNull()
-    summary = json.loads(Path(result.summary).read_text())
-    assert summary["windows_classified"] > 0
+    assert all(Path(path).is_file() and Path(path).parent == out_dir for path in result.paths())
+    assert json.loads(Path(result.summary).read_text())["windows_classified"] > 0
     assert panel.legend.count() == len(panel.bundle.class_names)
-    assert panel.open_button.isEnabled()
+    assert panel.open_button.isEnabled() and panel.progress.value() == panel.progress.maximum()
+    with rasterio.open(result.classes) as classes:
+        labelled = np.argwhere(classes.read(1) != 255)
+    row, col = labelled[len(labelled) // 2]
+    hover = panel.map_view.describe_pixel(int(col), int(row))
+    assert any(name in hover for name in panel.bundle.class_names) and "confident" in hover
+
+    view = panel.map_view  # zoomed in past the overview's resolution, the part in view is read again, finer
+    with qtbot.waitSignal(view.detailShown, timeout=30000):
+        view.viewbox.setRange(QRectF(400, 300, 240, 180), padding=0)
+    detail = view.visible_window()
+    assert detail.col <= 400 and detail.col + detail.width >= 640 and detail.width < 600, detail
+    assert view.detail_image.image.shape[1] >= detail.width, "the detail has at least one pixel per scene pixel"
+    assert view.class_detail.image is not None
+
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: asked.append(args[2]) or QMessageBox.StandardButton.No)
+    panel.run_button.click()
+    assert asked and "will be replaced" in asked[0] and panel.label_worker is None, "nothing is replaced unasked"
 
 
-def test_unreadable_scene_shows_the_engine_message(qtbot, settings, trained_run, tmp_path):
+def test_each_scene_keeps_its_own_bands(qtbot, panel, tmp_path):
+    """An RGB scene and a 13-band one whose bands 4, 3, 2 hold the same red, green, blue: the 13-band
+    scene needs its bands chosen, the RGB scene keeps its own, and both give the same map."""
+    rgb = crop(SCENE, tmp_path / "rgb.tif")
+    many = crop(SCENE, tmp_path / "thirteen_bands.tif", bands_at=(3, 2, 1))
+    add_and_plan(qtbot, panel, rgb, many)
+    thirteen, three = panel.entries[str(many)], panel.entries[str(rgb)]
+    assert thirteen.plan is None and "Scene bands fed to the model" in thirteen.error and "--" not in thirteen.error
+    assert three.ready and panel.run_button.text() == "Label 1 of 2 scenes"
+
+    panel.scene_list.setCurrentRow(1)
+    with qtbot.waitSignal(panel.planned, timeout=60000):
+        for combo, band in zip(panel.band_combos, (4, 3, 2)):
+            combo.setCurrentIndex(combo.findData(band))
+    assert thirteen.ready and thirteen.plan.band_indexes == [4, 3, 2]
+    assert three.bands is None and three.plan.band_indexes == [1, 2, 3], "the other scene's bands are untouched"
+    label(qtbot, panel, tmp_path / "maps")
+    assert len(panel.results) == 2, panel.error_label.text()
+    with rasterio.open(three.result.classes) as first, rasterio.open(thirteen.result.classes) as second:
+        assert np.array_equal(first.read(1), second.read(1))
+
+
+def test_a_scene_far_coarser_than_training_waits_for_the_users_word(qtbot, panel):
+    add_and_plan(qtbot, panel, COARSE_SCENE)
+    entry = panel.current_entry()
+    assert entry.plan.blocked and not panel.run_button.isEnabled()
+    assert "far coarser" in panel.plan_label.text() and "'Label anyway at this scale'" in panel.plan_label.text()
+    with qtbot.waitSignal(panel.planned, timeout=60000):
+        panel.force_check.setChecked(True)
+    assert entry.ready and panel.run_button.isEnabled()
+
+
+def test_an_area_of_interest_is_labelled_alone(qtbot, panel, tmp_path):
+    add_and_plan(qtbot, panel, SCENE)
+    whole = panel.current_entry().plan.windows
+    area = PixelWindow(256, 128, 512, 384)
+    with qtbot.waitSignal(panel.planned, timeout=60000):
+        panel.map_view.set_area(area)
+    entry = panel.current_entry()
+    assert entry.area == area and 0 < entry.plan.windows < whole
+    label(qtbot, panel, tmp_path / "maps")
+    summary = json.loads(Path(entry.result.summary).read_text())
+    assert summary["window"] == [256, 128, 512, 384]
+    with rasterio.open(entry.result.classes) as classes:
+        assert (classes.width, classes.height) == (512, 384)
+
+
+def test_a_failed_run_leaves_nothing_stale_and_speaks_the_panels_words(qtbot, panel, tmp_path):
+    scene = crop(SCENE, tmp_path / "scene.tif", size=512)
+    add_and_plan(qtbot, panel, scene)
+    label(qtbot, panel, tmp_path / "maps")
+    assert panel.results and panel.legend.count()
+    scene.unlink()
+    label(qtbot, panel, tmp_path / "other")
+    assert not panel.results and panel.legend.count() == 0 and panel.progress.value() == 0
+    assert panel.map_view.class_image.image is None, "the old class map is not left on the map"
+    message = panel.error_label.text()
+    assert "scene.tif" in message and "Errno" not in message and "--" not in message
+
+
+def test_engine_messages_are_reworded_for_the_panel():
+    bands = "x.tif: has 13 bands (1=?, 2=?) ...; choose them with --bands, 1-based, e.g. --bands 3,2,1"
+    coarse = "x.tif is far coarser than the training data: ... Use imagery of 1 m per pixel or finer, or --force-scale to label anyway"
+    for message in (bands, coarse, "[Errno 2] No such file or directory: '/data/x.tif'", "use --device auto or cpu"):
+        reworded = for_the_panel(message)
+        assert "--" not in reworded and "Errno" not in reworded, reworded
+    assert "'Label anyway at this scale'" in for_the_panel(coarse)
+    assert for_the_panel("[Errno 2] No such file or directory: '/data/x.tif'") == "No such file or directory: /data/x.tif"
+
+
+def test_an_unreadable_scene_shows_the_engine_message(qtbot, panel, tmp_path):
     bad = tmp_path / "bad.tif"
     bad.write_bytes(b"not a tiff")
-    panel = LabelPanel(settings)
-    qtbot.addWidget(panel)
-    with qtbot.waitSignal(panel.bundleLoaded, timeout=60000):
-        panel.bundle_field.set_path(trained_run / "model.sembridge")
-    with qtbot.waitSignal(panel.planned, timeout=60000):
-        panel.add_scenes([bad])
-    assert panel.plan is None
+    add_and_plan(qtbot, panel, bad)
+    assert panel.current_entry().plan is None
     assert "bad.tif" in panel.error_label.text()
-    assert not panel.run_button.isEnabled()
-
-
-def test_far_too_coarse_scene_is_stopped_in_the_preflight_box(qtbot, settings, trained_run):
-    panel = LabelPanel(settings)
-    qtbot.addWidget(panel)
-    with qtbot.waitSignal(panel.bundleLoaded, timeout=60000):
-        panel.bundle_field.set_path(trained_run / "model.sembridge")
-    with qtbot.waitSignal(panel.planned, timeout=60000):
-        panel.add_scenes([demo_project() / "scene" / "scene_subset.tif"])
-    assert panel.plan is not None and panel.plan.blocked
-    assert "far coarser than the training data" in panel.error_label.text() and "300 m" in panel.error_label.text()
     assert not panel.run_button.isEnabled()

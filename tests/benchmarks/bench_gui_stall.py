@@ -39,6 +39,8 @@ def main() -> int:
     parser.add_argument("--override", action="append", default=[],
                         help="extra config override, e.g. --override train.workers=1 (repeatable)")
     parser.add_argument("--load", type=int, default=0, help="busy processes to run beside the training run")
+    parser.add_argument("--map", action="store_true",
+                        help="also show the Label map's map view of the demo mosaic, zoomed in, during the run")
     parser.add_argument("--switch-interval-ms", type=float, default=0.0,
                         help="set sys.setswitchinterval (GIL hand-over period) for an experiment")
     args = parser.parse_args()
@@ -73,6 +75,19 @@ def main() -> int:
     monitor = MonitorPanel()
     monitor.resize(1280, 800)
     monitor.show()
+    if args.map:
+        from PySide6.QtCore import QRectF
+
+        from app.label.map_view import MapView
+
+        map_view = MapView()
+        map_view.resize(900, 700)
+        map_view.show()
+        map_view.show_scene(str(demo_project() / "scene" / "ucmerced_mosaic.tif"), [1, 2, 3], (1536, 1536))
+        waiting = QEventLoop()
+        map_view.sceneShown.connect(waiting.quit)
+        waiting.exec()
+        map_view.viewbox.setRange(QRectF(400, 400, 500, 400), padding=0)
     worker = TrainWorker(config)
     monitor.attach(worker, "benchmark run")
     counts = {"batch": 0, "epoch": 0}
@@ -147,6 +162,8 @@ def main() -> int:
     # Delete the panel while the QApplication lives: left to Python's shutdown, a top-level panel
     # was sometimes torn down after Qt's own objects and the process aborted on exit.
     monitor.deleteLater()
+    if args.map:
+        map_view.deleteLater()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     return 0
 

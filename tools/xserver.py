@@ -1,8 +1,10 @@
-"""A real X server for the GUI tests when one can be had; Qt's offscreen platform otherwise.
+"""A real X server for the GUI tests and the screenshots when one can be had; Qt's offscreen
+platform otherwise.
 
 Keyboard focus, window activation and minimum window sizes behave differently under a real X
 server than offscreen (a focus bug that threw every keystroke out of the wizard's path field was
-invisible offscreen), so the app tests run on Qt's ``xcb`` platform whenever they can:
+invisible offscreen), so the app tests (tests/app/conftest.py) and tools/screenshots.py run on
+Qt's ``xcb`` platform whenever they can:
 
 1. ``QT_QPA_PLATFORM`` already set: respected as it is.
 2. ``DISPLAY`` set (a desktop session, or ``xvfb-run``): that server.
