@@ -39,6 +39,18 @@ def stage_epochs(run: RunFolder) -> str:
     return "/".join(parts)
 
 
+def parts_in_use(run: RunFolder) -> str:
+    """SemBridge's SSM / DynM / OT switches as the run used them ("no teacher" for the RGB baseline,
+    whatever its switches say)."""
+    config = run.config()
+    if config is None:
+        return ""
+    if not config.uses_teacher:
+        return "— (no teacher)"
+    distill = config.distill
+    return " / ".join("on" if used else "off" for used in (distill.ssm, distill.dynm, config.uses_planner))
+
+
 def latest_bundle(output_dir: Path) -> Path | None:
     for run in list_runs(output_dir):
         if run.has_bundle:
@@ -268,8 +280,7 @@ class RunsPanel(QWidget):
         self.compare_table.setColumnCount(len(runs))
         self.compare_table.setHorizontalHeaderLabels([run.name for run in runs])
         for column, (run, final) in enumerate(zip(runs, finals)):
-            parts = ("ssm", "dynm", "ot1")
-            switches = " / ".join("on" if run.setting(f"distill.{part}", False) else "off" for part in parts)
+            switches = parts_in_use(run)
             values = [run.status, run.setting("student.arch", ""), run.setting("distill.loss", ""), switches]
             values += [self._format(final.value(key)) for key in keys]
             for row, value in enumerate(values):

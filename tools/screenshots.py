@@ -144,7 +144,7 @@ def main() -> int:
         settle(app, 200)
     label.start()
     wait_for(label.map_view.labelsShown, 600000)
-    label.map_view.viewbox.setRange(QRectF(300, 300, 700, 520), padding=0)
+    label.map_view.viewbox.setRange(QRectF(0, 60, 900, 680), padding=0)  # the area's corner, zoomed in
     wait_for(label.map_view.detailShown, 60000)
     label.map_view.hover_label.setText(label.map_view.describe_pixel(640, 560))  # as under the mouse
     shoot("label_map")

@@ -104,3 +104,30 @@ def test_the_teachers_tab_shows_each_images_teachers_and_their_diversity(qtbot, 
     assert teachers.diversity_table.rowCount() == len(diversity)
     first_class = teachers.diversity_table.verticalHeaderItem(0).text()
     assert teachers.diversity_table.item(0, 0).text().startswith(f"{diversity[first_class].teachers} · ")
+
+
+def test_epoch_axes_tick_whole_epochs_and_log_axes_label_decades_only(qtbot):
+    from app.monitor.plots import DecadeAxis, EpochAxis
+
+    epochs = EpochAxis("bottom")
+    for low, high in ((0.8, 2.2), (0, 1), (1, 40)):
+        ticks = [value for _spacing, values in epochs.tickValues(low, high, 600) for value in values]
+        assert ticks and all(float(value).is_integer() for value in ticks), (low, high, ticks)
+    log_axis = DecadeAxis("left")
+    log_axis.setLogMode(False, True)
+    labels = log_axis.tickStrings([-2.0, -1.69897, -1.0, 0.0, 0.30103], 1.0, 1.0)
+    assert labels == ["0.01", "", "0.1", "1", ""], "minor ticks between decades carry no crowding labels"
+
+
+def test_opening_a_folder_without_a_file_manager_says_where_it_is(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox, QWidget
+
+    from app.widgets import open_folder
+
+    monkeypatch.setattr("app.widgets.QDesktopServices.openUrl", lambda _url: False)
+    parent = QWidget()
+    qtbot.addWidget(parent)
+    assert open_folder(parent, tmp_path) is False
+    box = parent.findChild(QMessageBox, "noFileManager")
+    assert box is not None and str(tmp_path) in box.text()
+    box.close()

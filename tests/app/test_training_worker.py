@@ -88,6 +88,9 @@ def test_cancel_stops_a_run_and_resume_finishes_it(qtbot, settings, tiny_config,
     assert [run.status for run in runs.runs] == ["cancelled"]
     epochs_column = runs.COLUMNS.index("Epochs T/M/S")
     assert runs.table.item(0, epochs_column).text() == "—/—/2", "the RGB-only baseline trains no teacher or matcher"
+    runs.select_runs([run_dir])
+    fields = [runs.compare_table.verticalHeaderItem(row).text() for row in range(runs.compare_table.rowCount())]
+    assert runs.compare_table.item(fields.index("SSM / DynM / OT"), 0).text() == "— (no teacher)"
     runs.table.selectRow(0)
     assert runs.resume_button.isEnabled()
     with qtbot.waitSignal(window.trainingStarted, timeout=5000) as started:
