@@ -161,7 +161,7 @@ class DataConfig:
     memory_budget_gb: float = setting(0.0, label="Tile memory budget (GB)", minimum=0, maximum=1_000_000,
                                       help="Decoded tiles stay in memory while they fit in this many GB; a larger "
                                       "archive is read from an on-disk tile store built once in the cache folder. "
-                                      "0 = half of this machine's memory.")
+                                      "0 = half of this machine's memory (shared by the processes of a torchrun job).")
 
 
 @dataclass
@@ -305,6 +305,9 @@ class TrainConfig:
                                     help="The kept epoch maximises the validation score averaged over this many "
                                     "consecutive epochs (1 = the single best epoch, which chases noise on small "
                                     "validation sets).")
+    sync_batchnorm: bool = setting(False, label="Synchronised BatchNorm",
+                                   help="Under torchrun: BatchNorm statistics over the global batch of all "
+                                   "processes instead of each process's share (slower; what one process computes).")
 
 
 @dataclass

@@ -11,6 +11,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..training import resume
+    from ..training.rundir import RunFolder
     from .train import run_with_progress
 
-    return run_with_progress(lambda printer: resume(args.run_dir, callback=printer), f"cannot resume {args.run_dir}")
+    device = RunFolder(args.run_dir).setting("train.device", "auto")  # torchrun: nccl on CUDA, gloo on CPU
+    return run_with_progress(lambda callback, cancel, dist: resume(args.run_dir, callback=callback, cancel=cancel, dist=dist),
+                             f"cannot resume {args.run_dir}", device)

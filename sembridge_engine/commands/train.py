@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,18 +107,51 @@ def report(result) -> int:
     return 0
 
 
-def run_with_progress(job, failure: str) -> int:
-    """Run a training job behind a progress bar; print its summary, or one clear error line."""
-    printer = ProgressPrinter()
+@contextlib.contextmanager
+def cancel_on_signals(token) -> Iterator[None]:
+    """SIGINT / SIGTERM (Ctrl-C, torchrun stopping its workers, SLURM's scancel) cancel the run through its
+    token instead of interrupting this process mid-step: every rank of a torchrun job then stops at the same
+    batch. A second SIGINT interrupts at once."""
+    def handler(signum, frame) -> None:
+        if signum == signal.SIGINT and token.cancelled:
+            raise KeyboardInterrupt
+        token.cancel()
+
+    previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
-        try:
-            result = job(printer)
-        finally:
-            printer.close()
+        yield
+    finally:
+        for number, action in previous.items():
+            signal.signal(number, action)
+
+
+def run_with_progress(job, failure: str, device: str) -> int:
+    """Run a training job behind a progress bar; print its summary, or one clear error line.
+
+    Under torchrun (WORLD_SIZE > 1) this process joins the job's process group as its rank; only rank 0
+    shows progress and the summary.
+    """
+    from ..device import resolve_device
+    from ..events import CancelToken, ignore_event
+    from ..distributed import Distributed
+
+    dist = Distributed.from_environment(os.environ, cuda=resolve_device(device).type == "cuda")
+    printer = ProgressPrinter() if dist.is_main else None
+    token = CancelToken()
+    try:
+        with cancel_on_signals(token) if dist.enabled else contextlib.nullcontext():
+            try:
+                result = job(printer or ignore_event, token if dist.enabled else None, dist)
+            finally:
+                if printer is not None:
+                    printer.close()
     except Exception as error:
-        print(f"error: {failure}: {error}", file=sys.stderr)
+        rank = f"rank {dist.rank}: " if dist.enabled else ""
+        print(f"{rank}error: {failure}: {error}", file=sys.stderr)
         return 1
-    return report(result)
+    finally:
+        dist.close()
+    return report(result) if dist.is_main else (130 if result.status == "cancelled" else 0)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,4 +167,5 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"error: invalid configuration: {error}", file=sys.stderr)
         return 2
-    return run_with_progress(lambda printer: train(config, run_dir=args.out, callback=printer), "training failed")
+    return run_with_progress(lambda callback, cancel, dist: train(config, run_dir=args.out, callback=callback, cancel=cancel,
+                                                                  dist=dist), "training failed", config.train.device)

@@ -6,6 +6,8 @@ logs the terms it optimises and a new term is added here and nowhere else.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -27,14 +29,16 @@ class SemBridgeObjective(nn.Module):
         self.total_epochs = total_epochs
 
     @classmethod
-    def build(cls, distill, student: Backbone, teacher: Backbone | None, total_epochs: int) -> "SemBridgeObjective":
-        """From a DistillConfig: no teacher means the task loss alone (the RGB-only baseline)."""
+    def build(cls, distill, student: Backbone, teacher: Backbone | None, total_epochs: int,
+              gather: Callable[[Tensor], Tensor] | None = None) -> "SemBridgeObjective":
+        """From a DistillConfig: no teacher means the task loss alone (the RGB-only baseline). ``gather`` collects
+        the rows of a batch split over processes (torchrun) where a term needs the whole batch (CORAL)."""
         kd_loss = planner = None
         if teacher is not None and distill.loss != "none":
             kd_loss = build_kd_loss(distill.loss, distill.params, student=student, teacher=teacher,
                                     pssm=distill.pssm, pssm_params=distill.pssm_params)
         if teacher is not None and (distill.ot1 or distill.ot2):
-            planner = Planner(teacher, student, heads=distill.heads, width=distill.planner_width or None)
+            planner = Planner(teacher, student, heads=distill.heads, width=distill.planner_width or None, gather=gather)
         return cls(kd_loss, planner, distill.lambda1, distill.ot1, distill.ot2, total_epochs)
 
     def learnable_parts(self) -> dict[str, nn.Module]:

@@ -25,6 +25,7 @@ Shapes, with z_T (B, C_T, H_T, W_T) from the frozen teacher and z_S (B, C_S, H_S
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -113,8 +114,12 @@ def _pool_to_grid(patches: Tensor, height: int, width: int, grid: tuple[int, int
 class Planner(nn.Module):
     """Learned SKA module; its parameters are optimised together with the student."""
 
-    def __init__(self, teacher: Backbone, student: Backbone, heads: int = 8, width: int | None = None):
+    def __init__(self, teacher: Backbone, student: Backbone, heads: int = 8, width: int | None = None,
+                 gather: Callable[[Tensor], Tensor] | None = None):
         super().__init__()
+        # CORAL compares covariances over the batch: when a batch is split over processes, ``gather``
+        # brings every process's rows (with gradients) so each computes the whole batch's CORAL.
+        self.gather = gather or (lambda rows: rows)
         if heads < 1:
             raise ValueError(f"heads must be >= 1, got {heads}")
         teacher_channels, student_channels = teacher.feature_channels, student.feature_channels
@@ -147,7 +152,8 @@ class Planner(nn.Module):
         refined_t = _reweight(patches_t, _cross_modal_weights(weights_t, weights_s))
         refined_s = _reweight(patches_s, _cross_modal_weights(weights_s, weights_t))
         grid = (min(z_t.shape[2], z_s.shape[2]), min(z_t.shape[3], z_s.shape[3]))
-        loss_refined = coral(_pool_to_grid(refined_s, z_s.shape[2], z_s.shape[3], grid),
-                             _pool_to_grid(refined_t, z_t.shape[2], z_t.shape[3], grid))
-        loss_pooled = coral(patches_s.mean(1), patches_t.mean(1))
+        gather = self.gather
+        loss_refined = coral(gather(_pool_to_grid(refined_s, z_s.shape[2], z_s.shape[3], grid)),
+                             gather(_pool_to_grid(refined_t, z_t.shape[2], z_t.shape[3], grid)))
+        loss_pooled = coral(gather(patches_s.mean(1)), gather(patches_t.mean(1)))
         return loss_refined, loss_pooled

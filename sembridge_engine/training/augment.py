@@ -43,23 +43,27 @@ class Augmentation:
         """From the config's [augment] section; colour jitter only for RGB inputs."""
         return cls(settings.dihedral, settings.crop_min, settings.colour_jitter if rgb else 0.0)
 
-    def __call__(self, tiles: torch.Tensor, generator: torch.Generator, stats: ChannelStats | None = None) -> torch.Tensor:
-        tiles = self._geometry(tiles, generator)
+    def __call__(self, tiles: torch.Tensor, generator: torch.Generator, stats: ChannelStats | None = None,
+                 part: slice = slice(None), total: int | None = None) -> torch.Tensor:
+        """Augment ``tiles``. Under torchrun they are the ``part`` of a global batch of ``total``: the
+        draws are made for the whole batch and sliced, so every world size augments a tile alike."""
+        tiles = self._geometry(tiles, generator, part, total or tiles.shape[0])
         if self.jitter > 0:
             if stats is None:
                 raise ValueError("colour jitter needs the RGB channel statistics to undo the normalisation")
-            tiles = colour_jitter(tiles, generator, stats, self.jitter)
+            tiles = colour_jitter(tiles, generator, stats, self.jitter, part, total)
         return tiles
 
-    def _geometry(self, tiles: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        batch = tiles.shape[0]
-        elements = torch.randint(8, (batch,), generator=generator) if self.dihedral else torch.zeros(batch, dtype=torch.long)
+    def _geometry(self, tiles: torch.Tensor, generator: torch.Generator, part: slice, total: int) -> torch.Tensor:
+        elements = (torch.randint(8, (total,), generator=generator) if self.dihedral
+                    else torch.zeros(total, dtype=torch.long))[part]
         if self.crop_min >= 1.0:
             return dihedral(tiles, elements)
-        area = torch.empty(batch).uniform_(self.crop_min, 1.0, generator=generator)
-        aspect = torch.empty(batch).uniform_(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]), generator=generator).exp()
+        area = torch.empty(total).uniform_(self.crop_min, 1.0, generator=generator)[part]
+        aspect = torch.empty(total).uniform_(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]), generator=generator)[part].exp()
         width, height = (area * aspect).sqrt().clamp(max=1.0), (area / aspect).sqrt().clamp(max=1.0)
-        shift = torch.rand(2, batch, generator=generator) * 2 - 1
+        shift = (torch.rand(2, total, generator=generator) * 2 - 1)[:, part]
+        batch = tiles.shape[0]
         theta = torch.zeros(batch, 2, 3)
         rotation = _DIHEDRAL[elements]
         theta[:, :, 0] = rotation[:, :, 0] * width[:, None]
@@ -80,13 +84,15 @@ def dihedral(tiles: torch.Tensor, elements: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def colour_jitter(tiles: torch.Tensor, generator: torch.Generator, stats: ChannelStats, strength: float) -> torch.Tensor:
+def colour_jitter(tiles: torch.Tensor, generator: torch.Generator, stats: ChannelStats, strength: float,
+                  part: slice = slice(None), total: int | None = None) -> torch.Tensor:
     """Brightness, contrast and saturation factors drawn from U(1 - s, 1 + s) per tile, applied to the
-    tile's values before normalisation (clamped at 0), then normalised again."""
-    batch = tiles.shape[0]
+    tile's values before normalisation (clamped at 0), then normalised again (``part``/``total``: as
+    in :meth:`Augmentation.__call__`)."""
+    batch = total or tiles.shape[0]
     mean = torch.tensor(stats.mean, dtype=tiles.dtype, device=tiles.device).view(1, -1, 1, 1)
     std = torch.tensor(stats.std, dtype=tiles.dtype, device=tiles.device).view(1, -1, 1, 1)
-    factors = (1 + (torch.rand(3, batch, 1, 1, 1, generator=generator) * 2 - 1) * strength).to(tiles.device, tiles.dtype)
+    factors = (1 + (torch.rand(3, batch, 1, 1, 1, generator=generator)[:, part] * 2 - 1) * strength).to(tiles.device, tiles.dtype)
     weights = torch.tensor(GREY_WEIGHTS, dtype=tiles.dtype, device=tiles.device).view(1, 3, 1, 1)
     raw = (tiles * std + mean) * factors[0]
     level = (raw * weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)

@@ -170,10 +170,11 @@ def _select_classes(config: RunConfig, shared: list[str]) -> list[str]:
     return sorted(set(config.data.classes))
 
 
-def memory_budget_bytes(config: RunConfig) -> int:
-    """``data.memory_budget_gb``, or half of this machine's memory when it is 0."""
+def memory_budget_bytes(config: RunConfig, processes: int = 1) -> int:
+    """``data.memory_budget_gb``, or half of this machine's memory shared by the ``processes`` of a
+    torchrun job on it (each holds its own in-memory tiles) when it is 0."""
     budget = config.data.memory_budget_gb
-    return int(budget * 2**30) if budget > 0 else psutil.virtual_memory().total // 2
+    return int(budget * 2**30) if budget > 0 else psutil.virtual_memory().total // 2 // max(1, processes)
 
 
 def on_disk_modalities(needs: dict[str, int], budget: int) -> set[str]:
@@ -197,10 +198,11 @@ def _load(modality: str, on_disk: set[str], log, records, class_to_index, tile_s
 
 def assemble_run_data(config: RunConfig, *, need_ms: bool, log: Callable[[str], None] = lambda message: None,
                       cancel: CancelToken | None = None,
-                      progress: Callable[[str, int, int], None] | None = None) -> RunData:
+                      progress: Callable[[str, int, int], None] | None = None, processes: int = 1) -> RunData:
     """Discover, align, load and split both modalities; statistics from the train splits only.
 
-    ``progress(modality, done, total)`` follows the decoding of each modality.
+    ``progress(modality, done, total)`` follows the decoding of each modality; ``processes`` on this
+    machine share the automatic memory budget.
     """
     data = config.data
     try:
@@ -222,7 +224,7 @@ def assemble_run_data(config: RunConfig, *, need_ms: bool, log: Callable[[str], 
     needs = {"rgb": estimate_memory_bytes(len(rgb_records), 3, data.rgb_tile_size)}
     if need_ms:
         needs["ms"] = estimate_memory_bytes(len(ms_index.records), preset.band_count, data.ms_tile_size)
-    budget = memory_budget_bytes(config)
+    budget = memory_budget_bytes(config, processes)
     on_disk = on_disk_modalities(needs, budget)
     for modality in sorted(on_disk):
         log(f"{modality.upper()} tiles need {needs[modality] / 2**30:.2f} GB in memory, beyond the memory budget of "

@@ -17,12 +17,12 @@ def epoch_generator(seed: int, stage: str, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed + STAGE_SEED_OFFSET[stage] + epoch)
 
 
-def shuffled_batches(count: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """Positions 0..count-1 in seeded random order, cut into batches; a trailing batch of one
-    is dropped (BatchNorm cannot train on a single sample)."""
+def shuffled_batches(count: int, batch_size: int, generator: torch.Generator, smallest: int = 2) -> list[torch.Tensor]:
+    """Positions 0..count-1 in seeded random order, cut into batches; a trailing batch smaller than
+    ``smallest`` is dropped (BatchNorm cannot train on one sample: 2 per process under torchrun)."""
     order = torch.randperm(count, generator=generator)
     batches = list(order.split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) < 2:
+    if len(batches) > 1 and len(batches[-1]) < smallest:
         batches.pop()
     return batches
 
@@ -49,18 +49,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, epochs: int, config: RunCo
 def batched(count: int, batch_size: int) -> Iterator[slice]:
     for start in range(0, count, batch_size):
         yield slice(start, min(start + batch_size, count))
-
-
-@torch.no_grad()
-def infer(fn: Callable[[torch.Tensor], torch.Tensor], tiles, device: torch.device,
-          batch_size: int, check: Callable[[], None] = lambda: None) -> torch.Tensor:
-    """Apply ``fn`` to ``tiles`` (a tensor or ``data.tiles.Tiles``) in batches on ``device``; results
-    gathered on the CPU in float32."""
-    outputs = []
-    for part in batched(len(tiles), batch_size):
-        check()
-        outputs.append(fn(tiles[part].to(device)).float().cpu())
-    return torch.cat(outputs) if outputs else torch.empty(0)
 
 
 def set_train_mode(modules: list[nn.Module | None], training: bool) -> None:

@@ -17,7 +17,6 @@ from ..metrics import classification_metrics
 from ..models.backbones import Backbone
 from .context import RunContext
 from .dataset import RGB_BAND_NAMES, RunData
-from .loops import infer
 from .rundir import PREDICTIONS_HEADER, RunFolder, utc_now
 
 RGB_GEOMETRY_NAME = "rgb_train_geometry.csv"  # per training image: size in pixels and ground sampling distance
@@ -25,7 +24,8 @@ STUDENT_JSON_KEYS = ("arch", "in_channels", "num_classes", "class_names", "tile_
 
 
 def write_outputs(ctx: RunContext, data: RunData, student: Backbone) -> dict[str, Any]:
-    """Val/test metrics and predictions of the selected student, its safetensors weights and student.json."""
+    """Val/test metrics and predictions of the selected student, its safetensors weights and student.json
+    (the files by rank 0 only under torchrun)."""
     from safetensors.torch import save_file
 
     student.eval()
@@ -33,7 +33,7 @@ def write_outputs(ctx: RunContext, data: RunData, student: Backbone) -> dict[str
     final: dict[str, Any] = {}
     prediction_rows = []
     for split, index in (("val", data.rgb_val), ("test", data.rgb_test)):
-        logits = infer(student, data.rgb_tiles.subset(index), ctx.device, ctx.config.student.batch_size, ctx.check)
+        logits = ctx.infer(student, data.rgb_tiles.subset(index), ctx.config.student.batch_size)
         probabilities = torch.softmax(logits, dim=1)
         confidence, predicted = probabilities.max(dim=1)
         truth = data.rgb_labels[index]
@@ -43,6 +43,8 @@ def write_outputs(ctx: RunContext, data: RunData, student: Backbone) -> dict[str
         prediction_rows += [(split, data.rgb_paths[i], data.student_classes[t], data.student_classes[p], f"{c:.6f}")
                             for i, t, p, c in zip(index.tolist(), truth.tolist(), predicted.tolist(), confidence.tolist())]
     final["best_epoch"] = ctx.stage_info["student"].get("best_epoch")
+    if not ctx.writes:  # every rank computed the metrics; rank 0 writes the files
+        return final
     folder = ctx.folder
     write_csv_atomic(folder.predictions_path, PREDICTIONS_HEADER, prediction_rows)
     with atomic_output(folder.student_weights_path) as temporary:

@@ -69,13 +69,16 @@ def reused_state(ctx: RunContext, data: RunData, stage: str) -> tuple[dict[str, 
     """A compatible finished checkpoint of ``stage`` from elsewhere, or None when this run trains its own.
 
     The MS tiles are re-normalised with the reused model's statistics so it sees what it was trained on.
+    Rank 0 decides where from, so every rank of a torchrun job reuses the same checkpoint (or none).
     """
-    if ctx.folder.checkpoint(stage).exists():
-        return None
-    found = _source(ctx, data, stage)
+    def decide():
+        found = None if ctx.folder.checkpoint(stage).exists() else _source(ctx, data, stage)
+        return None if found is None else [str(found[0]), found[1]]
+
+    found = ctx.dist.agree(decide)
     if found is None:
         return None
-    path, origin = found
+    path, origin = Path(found[0]), found[1]
     state = load_checkpoint(path)
     _check_compatible(state, stage, data, ctx.config, origin, path)
     stats = ChannelStats.from_dict(state["meta"]["ms_stats"])
@@ -87,7 +90,7 @@ def reused_state(ctx: RunContext, data: RunData, stage: str) -> tuple[dict[str, 
 def store_in_cache(ctx: RunContext, data: RunData, stage: str) -> None:
     """Copy a finished teacher/matcher checkpoint to the cache so the same set-up is free next time."""
     target = _cache_path(ctx, data, stage)
-    if target.exists():
+    if target.exists() or not ctx.writes:
         return
     try:
         with atomic_output(target) as temporary:

@@ -3,6 +3,11 @@
 Every epoch ends with an atomic checkpoint (modules, optimiser, scheduler, history, RNG states), so
 a cancelled or killed stage resumes after its last finished epoch and, on CPU, reproduces the
 uninterrupted run's metrics exactly.
+
+Under torchrun every rank runs this loop over the same seeded global batches: ``train_step``
+receives the GLOBAL batch positions and trains on its rank's share (``ctx.dist.part``), drawing every
+random number (augmentation) for the whole global batch so the generator stays the same on every
+rank. Loss sums are reduced over ranks, so every rank records the same metrics row; rank 0 writes it.
 """
 from __future__ import annotations
 
@@ -97,20 +102,27 @@ def _check_finite(spec: StageSpec, epoch: int, batch: int, loss: float | None) -
 def _train_epoch(ctx: RunContext, spec: StageSpec, epoch: int) -> tuple[dict[str, float | None], torch.Generator]:
     """Mean losses of one epoch, and the epoch's generator for whatever else the epoch draws."""
     generator = epoch_generator(ctx.seed, spec.name, epoch)
-    batches = shuffled_batches(spec.train_count, spec.batch_size, generator)
+    batches = shuffled_batches(spec.train_count, spec.batch_size, generator, smallest=2 * ctx.dist.world_size)
     set_train_mode(list(spec.modules.values()), True)
     totals: dict[str, float] = defaultdict(float)
     seen = 0
     for done, positions in enumerate(batches, start=1):
         ctx.check()
         out = spec.train_step(positions, generator, epoch)
-        _check_finite(spec, epoch, done, out.get("loss_total"))
         count = out.pop("n")
+        loss = out.get("loss_total")
+        if ctx.dist.enabled and loss is not None:  # every rank judges the same (global batch) loss
+            loss = float(ctx.dist.sum(torch.tensor([loss * count], dtype=torch.float64)).item()) / len(positions)
+        _check_finite(spec, epoch, done, loss)
         seen += count
         for key, value in out.items():
             totals[key] += value * count
         ctx.emit(BatchProgress(spec.name, epoch, done, len(batches)))
     set_train_mode(list(spec.modules.values()), False)
+    keys = sorted(totals)
+    if ctx.dist.enabled:
+        summed = ctx.dist.sum(torch.tensor([seen] + [totals[key] for key in keys], dtype=torch.float64)).tolist()
+        seen, totals = summed[0], dict(zip(keys, summed[1:]))
     return {key: totals[key] / max(seen, 1) if key in totals else UNUSED for key in LOSS_KEYS}, generator
 
 
@@ -152,11 +164,12 @@ def run_stage(ctx: RunContext, spec: StageSpec) -> None:
             if not best or score >= list(best["score"]):
                 best = {"epoch": epoch, "score": score, "state": cpu_state_dict(spec.modules[spec.select])}
         history.append(row)
-        save_checkpoint(path, _checkpoint_state(ctx, spec, epoch, history, best))
-        ctx.folder.append_metrics(row)
+        if ctx.writes:
+            save_checkpoint(path, _checkpoint_state(ctx, spec, epoch, history, best))
+            ctx.folder.append_metrics(row)
         ctx.emit(EpochFinished(spec.name, epoch, spec.epochs, dict(row)))
         ctx.emit(CheckpointSaved(spec.name, epoch, str(path)))
-    if spec.epochs == 0 and not path.exists():
+    if spec.epochs == 0 and not path.exists() and ctx.writes:
         save_checkpoint(path, _checkpoint_state(ctx, spec, 0, [], {}))
     if spec.select is not None and best:
         spec.modules[spec.select].load_state_dict(best["state"])

@@ -1,6 +1,7 @@
 """Stages (a) teacher and (b) matcher of Algorithm 1, each trained by the generic epoch loop."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -12,7 +13,8 @@ from ..models.matcher import Matcher, info_nce
 from .context import RunContext
 from .dataset import RunData
 from .augment import Augmentation
-from .loops import build_optimizer, build_scheduler, infer, recalibrate_batchnorm
+from .distributed import Step
+from .loops import build_optimizer, build_scheduler, recalibrate_batchnorm
 from .reuse import reused_state, store_in_cache
 from .stage_loop import StageSpec, run_stage
 
@@ -44,16 +46,18 @@ def teacher_stage(ctx: RunContext, data: RunData) -> Backbone:
     optimizer = build_optimizer(teacher.parameters(), config.teacher, config)
     multi_label = data.ms_multi_label
     augment = Augmentation.for_stage(config.augment, rgb=False)
+    step = ctx.parallel(teacher)
 
     def train_step(positions, generator, epoch):
-        index = data.ms_train[positions]
-        tiles = augment(data.ms_tiles[index].to(ctx.device), generator)
+        part = ctx.dist.part(len(positions))
+        index = data.ms_train[positions[part]]
+        tiles = augment(data.ms_tiles[index].to(ctx.device), generator, part=part, total=len(positions))
         targets = data.ms_labels[index].to(ctx.device)
         with ctx.autocast():
-            logits = teacher(tiles)
+            logits = step(tiles)
             loss = (F.binary_cross_entropy_with_logits(logits, targets) if multi_label
                     else F.cross_entropy(logits, targets))
-        ctx.backward(optimizer, loss)
+        ctx.backward(optimizer, loss, ctx.dist.weight(len(positions)))
         if multi_label:
             correct = ((logits.detach() > 0) == (targets > 0.5)).float().mean().item()
         else:
@@ -61,7 +65,7 @@ def teacher_stage(ctx: RunContext, data: RunData) -> Backbone:
         return {"n": len(index), "loss_task": loss.item(), "loss_total": loss.item(), "train_acc": correct}
 
     def evaluate(epoch):
-        logits = infer(teacher, data.ms_tiles.subset(data.ms_val), ctx.device, config.teacher.batch_size, ctx.check)
+        logits = ctx.infer(teacher, data.ms_tiles.subset(data.ms_val), config.teacher.batch_size)
         labels = data.ms_labels[data.ms_val]
         if multi_label:
             result = multilabel_metrics(labels, torch.sigmoid(logits))
@@ -102,26 +106,36 @@ def matcher_stage(ctx: RunContext, data: RunData) -> Matcher:
                       section.pretrained).to(ctx.device)
     optimizer = build_optimizer(matcher.parameters(), section, config)
     augment = Augmentation.for_stage(config.augment, rgb=False)
+    encoders = ctx.parallel(Step(lambda ms, rgb: (matcher.encode_ms(ms), matcher.encode_rgb(rgb)), matcher=matcher))
+    gather = ctx.dist.gather_rows_with_grad  # InfoNCE's negatives: the whole global batch
 
     def train_step(positions, generator, epoch):
-        index = data.ms_train[positions]
-        tiles = augment(data.ms_tiles[index].to(ctx.device), generator)
+        part = ctx.dist.part(len(positions))
+        index = data.ms_train[positions[part]]
+        tiles = augment(data.ms_tiles[index].to(ctx.device), generator, part=part, total=len(positions))
         with ctx.autocast():
-            loss = matcher.loss(tiles, tiles[:, rgb_indices])
-        ctx.backward(optimizer, loss)
+            ms, rgb = encoders(tiles, tiles[:, rgb_indices])
+            loss = info_nce(gather(ms), gather(rgb), section.temperature)
+        ctx.backward(optimizer, loss, ctx.dist.weight(len(positions)))
         return {"n": len(index), "loss_task": loss.item(), "loss_total": loss.item()}
 
     def evaluate(epoch):
-        """Retrieval top-1 MS -> own pseudo-RGB among the tiles of each validation batch."""
-        hits, losses, count = 0, 0.0, 0
+        """Retrieval top-1 MS -> own pseudo-RGB among the tiles of each validation batch (batches shared by rank)."""
+        batches = data.ms_val.split(section.batch_size)
+        mine = batches[ctx.dist.rank::ctx.dist.world_size]
+        totals = torch.zeros(3, dtype=torch.float64)  # hits, loss sum, tiles
         with torch.no_grad():
-            for index in data.ms_val.split(section.batch_size):
+            for round_index in range(math.ceil(len(batches) / ctx.dist.world_size)):
                 ctx.check()
+                if round_index >= len(mine):
+                    continue
+                index = mine[round_index]
                 tiles = data.ms_tiles[index].to(ctx.device)
                 ms, rgb = matcher.encode_ms(tiles).float(), matcher.encode_rgb(tiles[:, rgb_indices]).float()
-                hits += int(((ms @ rgb.T).argmax(1) == torch.arange(len(index), device=ctx.device)).sum())
-                losses += float(info_nce(ms, rgb, section.temperature)) * len(index)
-                count += len(index)
+                totals += torch.tensor([int(((ms @ rgb.T).argmax(1) == torch.arange(len(index), device=ctx.device)).sum()),
+                                        float(info_nce(ms, rgb, section.temperature)) * len(index), len(index)],
+                                       dtype=torch.float64)
+        hits, losses, count = ctx.dist.sum(totals).tolist()
         return {"val_oa": None, "val_macro_f1": None, "val_retrieval_top1": hits / max(count, 1),
                 "val_loss": losses / max(count, 1)}
 

@@ -3,6 +3,8 @@
 The frozen teacher's outputs for every MS tile are computed once (TeacherBank); a student batch
 looks up its matched teachers' features by MS index. At the DynM epochs the student re-picks its
 teachers (one matrix operation per class); every matching round is written as a match table.
+Under torchrun the galleries and DynM's logits are inferred sharded and gathered, and every rank
+takes rank 0's match table.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from .bank import TeacherBank
 from .context import RunContext
 from .dataset import RunData
 from .augment import Augmentation
-from .loops import build_optimizer, build_scheduler, epoch_generator, infer, recalibrate_batchnorm
+from .distributed import Step
+from .loops import build_optimizer, build_scheduler, epoch_generator, recalibrate_batchnorm
 from .stage_loop import StageSpec, run_stage
 
 MATCH_TABLE_HEADER = ("rgb_path", "ms_path", "class", "score")
@@ -41,20 +44,22 @@ def initial_match(ctx: RunContext, data: RunData, matcher: Matcher | None) -> tu
     ctx.log("galleries: matcher embeddings of every MS tile; SSM matching of the RGB train tiles")
     matcher.eval()
     batch = ctx.config.matcher.batch_size
-    gallery = infer(matcher.encode_ms, data.ms_tiles, ctx.device, batch, ctx.check)
+    gallery = ctx.infer(matcher.encode_ms, data.ms_tiles, batch)
     size = ctx.config.data.ms_tile_size
-    queries = infer(lambda tiles: matcher.encode_rgb(resize_tiles(tiles, size)), data.rgb_tiles.subset(data.rgb_train),
-                    ctx.device, batch, ctx.check)
+    queries = ctx.infer(lambda tiles: matcher.encode_rgb(resize_tiles(tiles, size)), data.rgb_tiles.subset(data.rgb_train),
+                        batch)
     distill = ctx.config.distill
     match, score = ssm_match(queries, labels, gallery, membership, similarity=distill.ssm_similarity,
                              neighbours=distill.csls_neighbours, capacity=distill.teacher_capacity)
-    return match.cpu(), score.float().cpu(), "ssm"
+    return ctx.dist.broadcast(match.cpu()), ctx.dist.broadcast(score.float().cpu()), "ssm"
 
 
 def write_match_table(ctx: RunContext, data: RunData, round_index: int, match: torch.Tensor,
                       score: torch.Tensor) -> Path:
-    """matches/round_<k>.csv: which MS tile teaches which RGB training image in matching round k."""
+    """matches/round_<k>.csv: which MS tile teaches which RGB training image in matching round k (rank 0 writes it)."""
     path = ctx.folder.match_table(round_index)
+    if not ctx.writes:
+        return path
     labels = data.rgb_labels[data.rgb_train].tolist()
     rows = [(data.rgb_paths[rgb], data.ms_paths[ms], data.student_classes[label],
              "" if math.isnan(value) else f"{value:.6g}")
@@ -76,8 +81,7 @@ class StudentStage:
         self.round = 0
         if teacher is not None:
             ctx.log("teacher features of every MS tile computed once (the teacher is frozen)")
-            self.bank = TeacherBank(teacher, data.ms_tiles, data.teacher_columns, ctx.device,
-                                    config.teacher.batch_size, ctx.check)
+            self.bank = TeacherBank(ctx, teacher, data.ms_tiles, data.teacher_columns, config.teacher.batch_size)
             if not self.bank.keeps_maps:
                 ctx.log("teacher feature maps do not fit in memory; they are recomputed per batch", "warning")
             self.match, self.score, kind = initial_match(ctx, data, matcher)
@@ -85,9 +89,11 @@ class StudentStage:
             ctx.emit(MatchingUpdated(0, kind, 1.0, str(ctx.folder.match_table(0))))
         ctx.seed_models("student")
         self.student = build_backbone(self.section.arch, 3, self.n_classes, self.section.pretrained).to(ctx.device)
-        self.objective = SemBridgeObjective.build(self.distill, self.student, teacher, self.section.epochs).to(ctx.device)
+        self.objective = SemBridgeObjective.build(self.distill, self.student, teacher, self.section.epochs,
+                                                  gather=ctx.dist.gather_rows_with_grad).to(ctx.device)
         self.modules = {"student": self.student, **self.objective.learnable_parts()}
         self.optimizer = build_optimizer([p for m in self.modules.values() for p in m.parameters()], self.section, config)
+        self.step = ctx.parallel(Step(self._forward, student=self.student, objective=self.objective))
         self.rematch_at = (set(dynm_epochs(self.distill.e0, self.distill.delta_e, self.distill.e_mu, self.section.epochs))
                            - {0}) if teacher is not None and self.distill.dynm else set()
         probe = torch.randperm(len(data.rgb_train), generator=epoch_generator(ctx.seed, "probe", 0))
@@ -99,18 +105,23 @@ class StudentStage:
             widths = (self.bank.embeddings.shape[1], self.student.embedding_dim)
             self.projection = orthogonal_projection(max(widths), min(widths), ctx.seed)
 
+    def _forward(self, tiles: torch.Tensor, teacher, labels: torch.Tensor, epoch: int):
+        features = self.student.forward_features(tiles)
+        return features, self.objective(features, teacher, labels, epoch)
+
     def train_step(self, positions: torch.Tensor, generator: torch.Generator, epoch: int) -> dict[str, float]:
         ctx, data = self.ctx, self.data
-        index = data.rgb_train[positions]
-        tiles = self.augment(data.rgb_tiles[index].to(ctx.device), generator, data.rgb_stats)
+        part = ctx.dist.part(len(positions))
+        index = data.rgb_train[positions[part]]
+        tiles = self.augment(data.rgb_tiles[index].to(ctx.device), generator, data.rgb_stats, part=part,
+                             total=len(positions))
         labels = data.rgb_labels[index].to(ctx.device)
         with ctx.autocast():
-            features = self.student.forward_features(tiles)
-            teacher = self.bank.features(self.match[positions]) if self.bank is not None else None
-            terms = self.objective(features, teacher, labels, epoch - 1)
-        if teacher is not None and not self.gradient_shares:
+            teacher = self.bank.features(self.match[positions[part]]) if self.bank is not None else None
+            features, terms = self.step(tiles, teacher, labels, epoch - 1)
+        if teacher is not None and not self.gradient_shares and not ctx.dist.enabled:  # DDP's reducer expects one backward
             self.gradient_shares = self.measure_gradient_shares(terms)
-        ctx.backward(self.optimizer, terms["total"])
+        ctx.backward(self.optimizer, terms["total"], ctx.dist.weight(len(positions)))
         correct = (features.logits.detach().argmax(1) == labels).float().mean()
         values = torch.stack([*(terms[name] for name in TERMS), correct]).float().tolist()
         keys = [f"loss_{name}" for name in TERMS] + ["train_acc"]
@@ -141,10 +152,10 @@ class StudentStage:
         if epoch not in self.rematch_at:
             return row
         ctx, data = self.ctx, self.data
-        logits = infer(self.student, data.rgb_tiles.subset(data.rgb_train), ctx.device, self.section.batch_size, ctx.check)
+        logits = ctx.infer(self.student, data.rgb_tiles.subset(data.rgb_train), self.section.batch_size)
         new_match, kl = dynm_match(logits, data.rgb_labels[data.rgb_train], self.bank.logits, data.ms_membership,
                                    self.distill.gamma, capacity=self.distill.teacher_capacity)
-        new_match, kl = new_match.cpu(), kl.float().cpu()
+        new_match, kl = ctx.dist.broadcast(new_match.cpu()), ctx.dist.broadcast(kl.float().cpu())
         changed = float((new_match != self.match).float().mean())
         self.match, self.score, self.round = new_match, kl, self.round + 1
         path = write_match_table(ctx, data, self.round, new_match, kl)
@@ -153,7 +164,7 @@ class StudentStage:
 
     def evaluate(self, epoch: int) -> dict[str, Any]:
         ctx, data = self.ctx, self.data
-        logits = infer(self.student, data.rgb_tiles.subset(data.rgb_val), ctx.device, self.section.batch_size, ctx.check)
+        logits = ctx.infer(self.student, data.rgb_tiles.subset(data.rgb_val), self.section.batch_size)
         result = classification_metrics(data.rgb_labels[data.rgb_val], logits.argmax(1), self.n_classes)
         row = {"val_oa": result["oa"], "val_macro_f1": result["macro_f1"],
                "per_class_f1": result["per_class_f1"], "confusion": result["confusion"],
