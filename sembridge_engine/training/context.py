@@ -15,7 +15,7 @@ from ..device import configure_device, resolve_device, uses_amp
 from ..events import CancelToken, EventCallback, LogLine
 from ..distributed import ONE_PROCESS, Distributed
 from .distributed import data_parallel
-from .loops import batched
+from .loops import batched, recalibrate_batchnorm
 from .rundir import RunFolder
 
 MODEL_SEED_OFFSET = {"teacher": 11, "matcher": 22, "student": 33}
@@ -71,6 +71,15 @@ class RunContext:
         self.scaler.scale(loss * weight if weight != 1.0 else loss).backward()
         self.scaler.step(optimizer)
         self.scaler.update()
+
+    def recalibrate_batchnorm(self, modules: list[nn.Module], forward: Callable[[torch.Tensor], Any], tiles,
+                              batch_size: int, generator: torch.Generator) -> None:
+        """Precise BN before a validation (loops.recalibrate_batchnorm). With BatchNorm synchronised across
+        ranks each rank forwards its share of every batch, otherwise every rank forwards all of it: either
+        way every rank ends with the statistics one process would compute."""
+        synchronised = self.dist.enabled and self.config.train.sync_batchnorm
+        recalibrate_batchnorm(modules, forward, tiles, self.device, batch_size, generator, self.check,
+                              share=self.dist.part if synchronised else None)
 
     def parallel(self, module: nn.Module) -> nn.Module:
         """The module a training step calls: DDP on several ranks (BatchNorm synchronised when configured)."""

@@ -65,7 +65,8 @@ PRECISE_BN_MIN_TILES = 32
 
 @torch.no_grad()
 def recalibrate_batchnorm(modules: list[nn.Module], forward: Callable[[torch.Tensor], object], tiles, device: torch.device,
-                          batch_size: int, generator: torch.Generator, check: Callable[[], None] = lambda: None) -> None:
+                          batch_size: int, generator: torch.Generator, check: Callable[[], None] = lambda: None,
+                          share: Callable[[int], slice] | None = None) -> None:
     """Re-estimate every BatchNorm layer's running mean and variance as the plain average over
     training batches ("precise BN", as torch.optim.swa_utils.update_bn and detectron2 do).
 
@@ -74,7 +75,8 @@ def recalibrate_batchnorm(modules: list[nn.Module], forward: Callable[[torch.Ten
     when the model is evaluated, and validation accuracy sits near chance for epochs. Batches are
     drawn in a seeded random order (class-mixed, like training batches; at most
     PRECISE_BN_MAX_TILES tiles); only BatchNorm layers run in training mode, so dropout stays off.
-    With fewer than PRECISE_BN_MIN_TILES training tiles the running averages are kept.
+    With fewer than PRECISE_BN_MIN_TILES training tiles the running averages are kept. With
+    ``share`` (BatchNorm synchronised across ranks) this rank forwards only its share of each batch.
     """
     layers = [layer for module in modules for layer in module.modules() if isinstance(layer, nn.modules.batchnorm._BatchNorm)]
     if not layers or len(tiles) < PRECISE_BN_MIN_TILES:
@@ -86,10 +88,10 @@ def recalibrate_batchnorm(modules: list[nn.Module], forward: Callable[[torch.Ten
         layer.train()
     try:
         order = torch.randperm(len(tiles), generator=generator)[:PRECISE_BN_MAX_TILES]
-        for part in order.split(batch_size):
-            if len(part) >= 2:
+        for rows in order.split(batch_size):
+            if len(rows) >= 2:
                 check()
-                forward(tiles[part].to(device))
+                forward(tiles[rows[share(len(rows))] if share else rows].to(device))
     finally:
         for layer, (momentum, training) in zip(layers, saved):
             layer.momentum = momentum

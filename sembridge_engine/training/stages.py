@@ -14,7 +14,7 @@ from .context import RunContext
 from .dataset import RunData
 from .augment import Augmentation
 from .distributed import Step
-from .loops import build_optimizer, build_scheduler, recalibrate_batchnorm
+from .loops import build_optimizer, build_scheduler
 from .reuse import reused_state, store_in_cache
 from .stage_loop import StageSpec, run_stage
 
@@ -79,9 +79,8 @@ def teacher_stage(ctx: RunContext, data: RunData) -> Backbone:
         optimizer, build_scheduler(optimizer, config.teacher.epochs, config), train_step, evaluate,
         teacher_meta(ctx, data), select="teacher",
         score=lambda row: (row["val_macro_f1"] if multi_label else row["val_oa"], row["val_macro_f1"]),
-        recalibrate=lambda generator: recalibrate_batchnorm(
-            [teacher], teacher, data.ms_tiles.subset(data.ms_train), ctx.device, config.teacher.batch_size, generator,
-            ctx.check),
+        recalibrate=lambda generator: ctx.recalibrate_batchnorm(
+            [teacher], teacher, data.ms_tiles.subset(data.ms_train), config.teacher.batch_size, generator),
     ))
     store_in_cache(ctx, data, "teacher")
     return teacher
@@ -145,9 +144,9 @@ def matcher_stage(ctx: RunContext, data: RunData) -> Matcher:
     run_stage(ctx, StageSpec(
         "matcher", section.epochs, section.batch_size, len(data.ms_train), {"matcher": matcher}, optimizer,
         build_scheduler(optimizer, section.epochs, config), train_step, evaluate, meta,
-        recalibrate=lambda generator: recalibrate_batchnorm(
+        recalibrate=lambda generator: ctx.recalibrate_batchnorm(
             [matcher], lambda tiles: (matcher.encode_ms(tiles), matcher.encode_rgb(tiles[:, rgb_indices])),
-            data.ms_tiles.subset(data.ms_train), ctx.device, section.batch_size, generator, ctx.check),
+            data.ms_tiles.subset(data.ms_train), section.batch_size, generator),
     ))
     store_in_cache(ctx, data, "matcher")
     return matcher

@@ -27,7 +27,7 @@ from .context import RunContext
 from .dataset import RunData
 from .augment import Augmentation
 from .distributed import Step
-from .loops import build_optimizer, build_scheduler, epoch_generator, recalibrate_batchnorm
+from .loops import build_optimizer, build_scheduler, epoch_generator
 from .stage_loop import StageSpec, run_stage
 
 MATCH_TABLE_HEADER = ("rgb_path", "ms_path", "class", "score")
@@ -209,9 +209,9 @@ class StudentStage:
             self.optimizer, build_scheduler(self.optimizer, self.section.epochs, ctx.config), self.train_step,
             self.evaluate, self.meta(), select="student", score=lambda row: (row["val_oa"], row["val_macro_f1"]),
             after_epoch=self.after_epoch, extra_state=self.extra_state, restore_extra=self.restore_extra,
-            recalibrate=lambda generator: recalibrate_batchnorm(
-                [self.student], self.student, self.data.rgb_tiles.subset(self.data.rgb_train), ctx.device,
-                self.section.batch_size, generator, ctx.check),
+            recalibrate=lambda generator: ctx.recalibrate_batchnorm(
+                [self.student], self.student, self.data.rgb_tiles.subset(self.data.rgb_train), self.section.batch_size,
+                generator),
         ))
         ctx.stage_info["student"]["matching_rounds"] = self.round if self.match is not None else 0
         return self.student

@@ -34,14 +34,17 @@ from sembridge_engine.models.backbones import build_backbone
 from sembridge_engine.models.matcher import info_nce
 from sembridge_engine.training import resume, train
 from sembridge_engine.distributed import Distributed
-from sembridge_engine.training.distributed import Step, data_parallel
+from sembridge_engine.training.distributed import GlobalBatchNorm, Step, data_parallel
+from sembridge_engine.training.loops import PRECISE_BN_MIN_TILES, recalibrate_batchnorm
 from sembridge_engine.training.rundir import TIMING_KEYS, RunFolder
 
 from .test_training import TINY, teacher_cache, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH = 12
-DISTRIBUTED = [*TINY, "train.sync_batchnorm=true", "teacher.lr=1e-5", "matcher.lr=1e-5", "student.lr=1e-5",
+# Precise BN off: its float32 statistics summed in another order differ in the last bits, which near-ties
+# in the matching amplify; its two-rank statistics are checked in float64 below.
+DISTRIBUTED = [*TINY, "train.sync_batchnorm=true", "train.precise_bn=false", "teacher.lr=1e-5", "matcher.lr=1e-5", "student.lr=1e-5",
                "student.epochs=3", "data.classes=[\"AnnualCrop\", \"Forest\", \"River\"]"]
 RELATIVE_TOLERANCE = 1e-3
 
@@ -69,6 +72,15 @@ def _logits_and_embedding(model):
         features = model.forward_features(tiles)
         return features.logits, features.embedding
     return forward
+
+
+def _recalibration_tiles() -> torch.Tensor:
+    return torch.randn(PRECISE_BN_MIN_TILES + 8, 3, 32, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+
+
+def _running_statistics(model) -> torch.Tensor:
+    return torch.cat([torch.cat([layer.running_mean, layer.running_var]) for layer in model.modules()
+                      if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm)])
 
 
 def _gradients(model) -> dict[str, torch.Tensor]:
@@ -101,6 +113,10 @@ def _worker(rank: int, store: str, out: str) -> None:
         loss = _losses(step(tiles[part]), labels[part], dist.gather_rows_with_grad) * dist.weight(BATCH)
         loss.backward()
         result[f"gradients_sync_{sync}"] = _gradients(model)
+    model = GlobalBatchNorm.convert(_model(), dist)
+    recalibrate_batchnorm([model], model, _recalibration_tiles(), torch.device("cpu"), 16, torch.Generator().manual_seed(2),
+                          share=dist.part)
+    result["recalibrated"] = _running_statistics(model)
     if rank == 0:
         torch.save(result, out)
     torch_dist.destroy_process_group()
@@ -139,6 +155,14 @@ def test_two_ranks_take_the_gradient_step_of_one_process_on_the_global_batch(two
     assert worst(two_ranks["gradients_sync_False"]) > 1e-3  # BatchNorm per rank really differs
 
 
+@pytest.mark.slow
+def test_precise_batchnorm_on_two_ranks_gives_the_statistics_of_one_process(two_ranks):
+    model = _model()
+    recalibrate_batchnorm([model], model, _recalibration_tiles(), torch.device("cpu"), 16, torch.Generator().manual_seed(2))
+    expected = _running_statistics(model)
+    assert float((two_ranks["recalibrated"] - expected).abs().max() / expected.abs().max()) < 1e-9
+
+
 def _torchrun(command: list[str], cache: Path) -> subprocess.Popen:
     environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "SEMBRIDGE_CACHE_DIR": str(cache)}
     return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
@@ -152,17 +176,22 @@ def _train_command(run_dir: Path) -> list[str]:
 
 
 def _rows(run_dir: Path) -> list[dict]:
-    return [{key: value for key, value in row.items() if key not in TIMING_KEYS} for row in RunFolder(run_dir).metrics()]
+    """Metrics rows without timings, and without the gradient shares one process alone measures."""
+    return [{key: value for key, value in row.items() if key not in TIMING_KEYS and not key.startswith("grad_share_")}
+            for row in RunFolder(run_dir).metrics()]
 
 
 def _assert_close(rows: list[dict], reference: list[dict]) -> None:
     assert [(row["stage"], row["epoch"]) for row in rows] == [(row["stage"], row["epoch"]) for row in reference]
     for row, expected in zip(rows, reference):
         for key, value in expected.items():
-            if isinstance(value, float) and not key.startswith(("train_acc", "val_", "matching")):
+            # Losses (val_loss too: precise BN's statistics are summed in another order) within the tolerance;
+            # accuracies, match tables and everything else exactly.
+            if isinstance(value, float) and (key == "val_loss" or not key.startswith(("train_acc", "val_", "matching"))):
                 assert row[key] == pytest.approx(value, rel=RELATIVE_TOLERANCE), (row["stage"], row["epoch"], key)
             elif key != "lr":
-                assert row[key] == pytest.approx(value, rel=1e-6) if isinstance(value, float) else row[key] == value, key
+                close = row[key] == pytest.approx(value, rel=1e-6) if isinstance(value, float) else row[key] == value
+                assert close, (row["stage"], row["epoch"], key, row[key], value)
 
 
 @pytest.fixture(scope="module")
