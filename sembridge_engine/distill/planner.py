@@ -20,6 +20,14 @@ Shapes, with z_T (B, C_T, H_T, W_T) from the frozen teacher and z_S (B, C_S, H_S
    flatten(D). L_ot1 = CORAL(flatten(D_T), flatten(D_S)).
 6. L_ot2 = CORAL of the pooled features in the common width, i.e. the patch means of the
    projected maps (for w = C_T the teacher side is exactly its pooled embedding).
+
+Cost. This runs on every student step, often beside a student far cheaper than attention at
+the teacher's width. Most of its time is the projections' matrix products, which the maths
+fixes; the rest is kept small: patches are made contiguous once per side in (B, N, w) layout
+and later steps keep that layout (no transposes back to maps when the grids agree), the
+cross-modal mean is own * mean(other) instead of a materialised outer product, the energy
+rescaling folds into the per-patch weights, CORAL's wide form is one Gram product in float64,
+and subnormal softmax gradients are flushed before they reach the weight gradients.
 """
 
 from __future__ import annotations
@@ -38,8 +46,9 @@ def coral(source: Tensor, target: Tensor) -> Tensor:
     """CORAL = ||C_s - C_t||_F^2 / (4 d^2) with C the unbiased covariance of each side's rows.
 
     Row counts may differ, widths may not. For wide inputs (d larger than the rows) the same
-    value is computed from B x B Gram matrices, ||X_s^T X_s - X_t^T X_t||^2 =
-    ||X_s X_s^T||^2 + ||X_t X_t^T||^2 - 2 ||X_s X_t^T||^2, costing O(B^2 d) instead of O(B d^2).
+    value is computed from the Gram matrix of the stacked centred rows, costing O(B^2 d)
+    instead of O(B d^2): with s_i = 1/(n_s - 1) on source rows and -1/(n_t - 1) on target rows,
+    ||C_s - C_t||^2 = ||X^T diag(s) X||^2 = sum_ij s_i s_j (X X^T)_ij^2.
     """
     if source.dim() != 2 or target.dim() != 2 or source.shape[1] != target.shape[1]:
         raise ValueError(f"coral needs (n, d) and (m, d) tensors, got {tuple(source.shape)} and {tuple(target.shape)}")
@@ -56,14 +65,13 @@ def _coral_full_precision(source: Tensor, target: Tensor, rows_s: int, rows_t: i
     centred_t = target - target.mean(0, keepdim=True)
     if d <= rows_s + rows_t:
         difference = centred_s.T @ centred_s / (rows_s - 1) - centred_t.T @ centred_t / (rows_t - 1)
-        squared_norm = difference.pow(2).sum()
-    else:  # float64 (where supported): the three terms nearly cancel when the covariances agree
-        exact = torch.float32 if source.device.type == "mps" else torch.float64
-        centred_s, centred_t = centred_s.to(exact), centred_t.to(exact)
-        squared_norm = ((centred_s @ centred_s.T).pow(2).sum() / (rows_s - 1) ** 2
-                        + (centred_t @ centred_t.T).pow(2).sum() / (rows_t - 1) ** 2
-                        - 2 * (centred_s @ centred_t.T).pow(2).sum() / ((rows_s - 1) * (rows_t - 1))
-                        ).clamp_min(0).to(source.dtype)
+        return difference.pow(2).sum() / (4 * d * d)
+    # float64 (where supported): source and target terms nearly cancel when the covariances agree
+    exact = torch.float32 if source.device.type == "mps" else torch.float64
+    stacked = torch.cat((centred_s, centred_t)).to(exact)
+    signs = torch.cat((stacked.new_full((rows_s,), 1.0 / (rows_s - 1)), stacked.new_full((rows_t,), -1.0 / (rows_t - 1))))
+    gram = stacked @ stacked.T
+    squared_norm = (signs @ gram.square() @ signs).clamp_min(0).to(source.dtype)
     return squared_norm / (4 * d * d)
 
 
@@ -82,33 +90,62 @@ class PatchAttention(nn.Module):
         batch, count, _ = patches.shape
         queries = self.query(patches).view(batch, count, self.heads, self.head_dim).transpose(1, 2)
         keys = self.key(patches).view(batch, count, self.heads, self.head_dim).transpose(1, 2)
-        plan = torch.softmax(queries @ keys.transpose(-1, -2) / math.sqrt(self.head_dim), dim=-1)
-        return plan.mean(dim=2)
+        products = queries @ keys.transpose(-1, -2)
+        if products.requires_grad and products.device.type == "cpu" and products.dtype in (torch.float32, torch.float64):
+            products.register_hook(_flush_subnormal)
+        return torch.softmax(products * (1.0 / math.sqrt(self.head_dim)), dim=-1).mean(dim=2)
+
+
+def _flush_subnormal(gradient: Tensor) -> Tensor:
+    """Zero the gradient entries below the dtype's smallest normal number (1.2e-38 in float32).
+
+    A confident plan (scores tens apart, as on large teacher features) has softmax gradients that
+    small. CPUs compute with such subnormal numbers many times slower, and the weight gradients
+    of the projections are built from them: on the benchmark's untrained teacher this made the
+    Planner's step half again as expensive. Zeroing them moves no gradient by more than 1e-38.
+    GPUs handle subnormals at full speed, so only CPU float32/float64 gradients come here.
+    """
+    return gradient.masked_fill(gradient.abs() < torch.finfo(gradient.dtype).tiny, 0.0)
 
 
 def _cross_modal_weights(own: Tensor, other: Tensor) -> Tensor:
     """(B, H, N_own), (B, H, N_other) -> (B, N_own): eq. 18 with eps = the mean, then eq. 19's head mean.
 
-    The outer-product mean equals own * mean(other); it is written out as in the paper.
+    The outer product's mean over the other modality's axis is own * mean(other), computed as
+    such rather than materialising the (B, H, N_own, N_other) product (the same numbers). Note
+    what the paper's form amounts to: every plan row sums to one, so mean(own) = 1 / N_own, eps
+    = mean(other) / N_own, and the result is N_own * own whatever the other modality's weights.
     """
-    cross = (own.unsqueeze(-1) * other.unsqueeze(-2)).mean(-1)
+    cross = own * other.mean(-1, keepdim=True)
     cross = cross / cross.mean(-1, keepdim=True).clamp_min(1e-12)
     return cross.mean(1)
 
 
-def _reweight(patches: Tensor, weights: Tensor) -> Tensor:
-    """Scale patches by their weights, keeping the squared norm of the patch mean (the energy)."""
-    weighted = patches * weights.unsqueeze(-1)
-    scale = patches.mean(1).norm(dim=1) / weighted.mean(1).norm(dim=1).clamp_min(1e-12)
-    return weighted * scale[:, None, None]
+def _reweight(patches: Tensor, weights: Tensor, patch_mean: Tensor) -> Tensor:
+    """Scale patches (B, N, w) by their weights (B, N), keeping the squared norm of the patch mean
+    (the energy). `patch_mean` is patches.mean(1), which the caller needs anyway for L_ot2; the
+    per-sample rescaling joins the weights so the patches are multiplied once."""
+    weighted_mean = torch.einsum("bn,bnw->bw", weights, patches) / patches.shape[1]
+    scale = patch_mean.norm(dim=1) / weighted_mean.norm(dim=1).clamp_min(1e-12)
+    return patches * (weights * scale[:, None]).unsqueeze(-1)
 
 
 def _pool_to_grid(patches: Tensor, height: int, width: int, grid: tuple[int, int]) -> Tensor:
-    """(B, N, w) patches laid out on height x width -> (B, w * grid cells), flattened per sample."""
-    maps = patches.transpose(1, 2).reshape(patches.shape[0], patches.shape[2], height, width)
+    """(B, N, w) patches laid out on height x width -> (B, grid cells * w), flattened per sample.
+
+    The coordinates come out cell-major ((cell, channel) rather than flatten(map)'s (channel,
+    cell)); CORAL does not change when both sides' coordinates are permuted alike, and both
+    sides come through here, so this saves the transposes without changing the loss.
+    """
     if (height, width) != grid:
-        maps = F.adaptive_avg_pool2d(maps, grid)
-    return maps.flatten(1)
+        maps = patches.view(patches.shape[0], height, width, patches.shape[2]).permute(0, 3, 1, 2)
+        patches = F.adaptive_avg_pool2d(maps, grid).permute(0, 2, 3, 1)
+    return patches.reshape(patches.shape[0], -1)
+
+
+def _patches(feature_map: Tensor) -> Tensor:
+    """(B, C, H, W) -> contiguous (B, H * W, C): one copy, so no later step copies again."""
+    return feature_map.flatten(2).transpose(1, 2).contiguous()
 
 
 class Planner(nn.Module):
@@ -137,7 +174,7 @@ class Planner(nn.Module):
         self.student_attention = PatchAttention(self.width, heads)
 
     def _teacher_patches(self, feature_map: Tensor) -> Tensor:
-        patches = feature_map.flatten(2).transpose(1, 2)
+        patches = _patches(feature_map)
         return patches if self.teacher_projection is None else patches @ self.teacher_projection.T
 
     def forward(self, teacher: Features, student: Features) -> tuple[Tensor, Tensor]:
@@ -146,14 +183,15 @@ class Planner(nn.Module):
         if z_t.shape[0] != z_s.shape[0]:
             raise ValueError(f"teacher batch {z_t.shape[0]} and student batch {z_s.shape[0]} differ")
         patches_t = self._teacher_patches(z_t)
-        patches_s = self.student_projection(z_s.flatten(2).transpose(1, 2))
+        patches_s = self.student_projection(_patches(z_s))
+        pooled_t, pooled_s = patches_t.mean(1), patches_s.mean(1)
         weights_t = self.teacher_attention(patches_t)
         weights_s = self.student_attention(patches_s)
-        refined_t = _reweight(patches_t, _cross_modal_weights(weights_t, weights_s))
-        refined_s = _reweight(patches_s, _cross_modal_weights(weights_s, weights_t))
+        refined_t = _reweight(patches_t, _cross_modal_weights(weights_t, weights_s), pooled_t)
+        refined_s = _reweight(patches_s, _cross_modal_weights(weights_s, weights_t), pooled_s)
         grid = (min(z_t.shape[2], z_s.shape[2]), min(z_t.shape[3], z_s.shape[3]))
         gather = self.gather
         loss_refined = coral(gather(_pool_to_grid(refined_s, z_s.shape[2], z_s.shape[3], grid)),
                              gather(_pool_to_grid(refined_t, z_t.shape[2], z_t.shape[3], grid)))
-        loss_pooled = coral(gather(patches_s.mean(1)), gather(patches_t.mean(1)))
+        loss_pooled = coral(gather(pooled_s), gather(pooled_t))
         return loss_refined, loss_pooled
