@@ -17,12 +17,12 @@ from PySide6.QtGui import QColor, QPixmap
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QSlider, QVBoxLayout, QWidget
 
 from sembridge_engine.colours import hex_to_rgb
+from sembridge_engine.labelling.display import UNLABELLED
 from app.workers import EngineWorker, plain_worker
 
 OVERVIEW_SIDE = 1024
 DETAIL_MAX_SIDE = 2048
 DETAIL_DELAY_MS = 150
-NODATA_CLASS = 255
 
 
 def read_views(scene: str, bands: list[int], window, max_side: int, stretch, labels: tuple[str, str] | None):
@@ -78,7 +78,7 @@ class MapView(QWidget):
         self.scene_size = (0, 0)
         self.bands: list[int] = []
         self.labels: tuple[str, str] | None = None
-        self.palette = np.zeros((256, 4), dtype=np.uint8)
+        self.palette = np.zeros((1, 4), dtype=np.uint8)
         self.class_names: list[str] = []
         self.stretch = None
         self._generation = 0
@@ -171,7 +171,8 @@ class MapView(QWidget):
         """Lay the labelled map over the scene and list each class's share of the labelled pixels."""
         self.labels = (classes_raster, confidence_raster)
         self.class_names = list(class_names)
-        self.palette = np.zeros((256, 4), dtype=np.uint8)
+        # One row per class plus a transparent last row, which UNLABELLED (-1) indexes.
+        self.palette = np.zeros((len(colours) + 1, 4), dtype=np.uint8)
         for index, colour in enumerate(colours):
             self.palette[index] = (*hex_to_rgb(colour), 255)
         self.legend.clear()
@@ -318,7 +319,7 @@ class MapView(QWidget):
             y = int((row - window.row) * classes.shape[0] / window.height)
             x = int((col - window.col) * classes.shape[1] / window.width)
             index = int(classes[y, x])
-            if index == NODATA_CLASS or index >= len(self.class_names):
+            if index == UNLABELLED or index >= len(self.class_names):
                 return text + " · not labelled"
             return text + f" · {self.class_names[index]} ({confidence[y, x]:.0%} confident)"
         return text

@@ -15,7 +15,6 @@ import numpy as np
 
 from .options import PixelWindow
 from .source import open_scene
-from .writers import CLASS_NODATA
 
 STRETCH_SIDE = 512            # the percentile stretch is measured on a read of at most this many pixels a side
 STRETCH_PERCENTILES = (2.0, 98.0)
@@ -29,10 +28,13 @@ class SceneView:
     rgb: np.ndarray
 
 
+UNLABELLED = -1  # a class index no class has, so a palette's last entry can be transparent
+
+
 @dataclass(frozen=True)
 class LabelsView:
-    """The labelled map over a window of the scene: class index per pixel (CLASS_NODATA where
-    unlabelled) and the model's confidence (NaN where unlabelled), both (h, w)."""
+    """The labelled map over a window of the scene: class index per pixel (UNLABELLED where
+    unlabelled, whatever the raster's nodata) and the model's confidence (NaN where unlabelled), both (h, w)."""
 
     window: PixelWindow
     classes: np.ndarray
@@ -110,8 +112,9 @@ def read_labels_view(classes_raster, confidence_raster, scene, window: PixelWind
         col, row = (~scene_transform) @ (classes.transform.c, classes.transform.f)
         own = Window(window.col - round(col), window.row - round(row), window.width, window.height)
         class_pixels = classes.read(1, window=own, out_shape=shape, resampling=Resampling.nearest,
-                                    boundless=True, fill_value=CLASS_NODATA)
+                                    boundless=True, fill_value=classes.nodata)
         confidence_pixels = confidence.read(1, window=own, out_shape=shape, resampling=Resampling.nearest,
                                             boundless=True, fill_value=-1).astype(np.float32)
-    confidence_pixels[(confidence_pixels < 0) | (class_pixels == CLASS_NODATA)] = np.nan
-    return LabelsView(window, class_pixels.astype(np.uint8), confidence_pixels)
+        unlabelled = class_pixels == classes.nodata
+    confidence_pixels[(confidence_pixels < 0) | unlabelled] = np.nan
+    return LabelsView(window, np.where(unlabelled, UNLABELLED, class_pixels.astype(np.int32)), confidence_pixels)

@@ -4,9 +4,8 @@ import numpy as np
 import rasterio
 
 from resources import demo_project
-from sembridge_engine.labelling.display import read_labels_view, read_scene_view, scene_stretch
+from sembridge_engine.labelling.display import UNLABELLED, read_labels_view, read_scene_view, scene_stretch
 from sembridge_engine.labelling.options import PixelWindow
-from sembridge_engine.labelling.writers import CLASS_NODATA
 
 SCENE = demo_project() / "scene" / "scene_subset.tif"
 
@@ -32,8 +31,8 @@ def test_labels_of_an_area_of_interest_lie_where_it_is_in_the_scene(tmp_path):
         crs = dataset.crs
     profile = {"driver": "GTiff", "width": area.width, "height": area.height, "count": 1, "crs": crs,
                "transform": transform}
-    with rasterio.open(tmp_path / "classes.tif", "w", dtype="uint8", nodata=CLASS_NODATA, **profile) as out:
-        out.write(np.full((1, area.height, area.width), 2, dtype=np.uint8))
+    with rasterio.open(tmp_path / "classes.tif", "w", dtype="uint16", nodata=65535, **profile) as out:
+        out.write(np.full((1, area.height, area.width), 300, dtype=np.uint16))
     with rasterio.open(tmp_path / "confidence.tif", "w", dtype="float32", nodata=-1, **profile) as out:
         out.write(np.full((1, area.height, area.width), 0.75, dtype=np.float32))
     view = read_labels_view(tmp_path / "classes.tif", tmp_path / "confidence.tif", SCENE, PixelWindow(0, 0, 200, 100),
@@ -41,5 +40,5 @@ def test_labels_of_an_area_of_interest_lie_where_it_is_in_the_scene(tmp_path):
     assert view.classes.shape == (100, 200)
     inside = np.zeros_like(view.classes, dtype=bool)
     inside[40:60, 30:90] = True
-    assert (view.classes[inside] == 2).all() and (view.classes[~inside] == CLASS_NODATA).all()
+    assert (view.classes[inside] == 300).all() and (view.classes[~inside] == UNLABELLED).all()  # a 300-class map
     assert np.allclose(view.confidence[inside], 0.75) and np.isnan(view.confidence[~inside]).all()
