@@ -93,10 +93,12 @@ def tile_windows(bundle, path, radiometry: str = "auto") -> tuple[list[np.ndarra
     if header.gsd and bundle.footprint_m:
         choice = choose_window(path.name, bundle.tile_size, bundle.footprint_m, bundle.training_gsd, header.gsd,
                                header.width, header.height, force=True)
-    whole = choice is None or choice.warning is not None
+    # One footprint window covering the whole tile (a training-sized image, perhaps a few pixels short
+    # of square): the whole image resized, exactly as training resized its images.
+    whole = choice is None or choice.warning is not None or choice.window >= max(header.width, header.height)
     array = read_for_bundle(bundle, path, max_side=bundle.tile_size if whole and huge else MAX_IMAGE_SIDE)
     mapping = plan_radiometry(radiometry, bundle.radiometry, array.dtype,
-                              valid_samples(array, np.ones(array.shape[1:], dtype=bool)))
+                              valid_samples(array, np.ones(array.shape[1:], dtype=bool)), single_image=whole)
     warning = choice.warning if choice is not None else None
     if whole:
         return [mapping.apply(array)], warning

@@ -91,8 +91,13 @@ def _training_low_high(training: dict) -> np.ndarray:
     return np.asarray(training["values"], dtype=np.float64)[:, columns]
 
 
-def plan_radiometry(mode: str, training: dict | None, scene_dtype, samples: np.ndarray | None = None) -> RadiometryMapping:
-    """The mapping for a scene of ``scene_dtype`` whose valid pixels are ``samples`` ((bands, n), native units)."""
+def plan_radiometry(mode: str, training: dict | None, scene_dtype, samples: np.ndarray | None = None,
+                    single_image: bool = False) -> RadiometryMapping:
+    """The mapping for a scene of ``scene_dtype`` whose valid pixels are ``samples`` ((bands, n), native units).
+
+    ``single_image``: the samples are one tile's, not a scene's. A tile's own percentiles describe its
+    content (a dark river, a bright field), not its sensor's range, so with the training dtype it is
+    left as it is; only another dtype is mapped."""
     if mode not in RADIOMETRY_MODES:
         raise ValueError(f"radiometry must be one of {', '.join(RADIOMETRY_MODES)}, got {mode!r}")
     scene_dtype = str(np.dtype(scene_dtype))
@@ -112,6 +117,9 @@ def plan_radiometry(mode: str, training: dict | None, scene_dtype, samples: np.n
     if samples is None or samples.shape[1] == 0:
         return RadiometryMapping(mode, "none", "no valid pixels to sample", scene_dtype, training_dtype,
                                  training_percentiles=target.tolist())
+    if single_image and scene_dtype == training_dtype:
+        return RadiometryMapping(mode, "none", "one image of the training dtype (its own percentiles describe its "
+                                 "content, not the sensor)", scene_dtype, training_dtype, training_percentiles=target.tolist())
     found = np.percentile(samples.astype(np.float64), [LOW, HIGH], axis=1).T
     common = dict(scene_percentiles=np.round(found, 6).tolist(), training_percentiles=target.tolist(),
                   sample_pixels=int(samples.shape[1]))
