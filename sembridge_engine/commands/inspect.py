@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from sembridge_engine.data.discovery import summarise_imagery
+    from sembridge_engine.data.summary import summarise_imagery
 
     if not Path(args.path).exists():
         print(f"error: path does not exist: {args.path}", file=sys.stderr)

@@ -7,6 +7,9 @@ the trainer must optimise `kd_loss.parameters()` together with the student.
 
 Epoch convention: `KDInputs.epoch` is the 0-based index of the current epoch and
 `total_epochs` the number of student epochs.
+
+Length: the eight losses (a few dozen lines each) stay in one module beside the registry that
+names them and checks their parameters, so they can be read and compared side by side.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ import torch
 from sembridge_engine.bundle import METADATA_NAME, BundleError, load_bundle
 from sembridge_engine.cli import main as cli_main
 from sembridge_engine.config import ConfigError, RunConfig, apply_overrides, config_from_dict, load_config
-from sembridge_engine.data.discovery import discover_manifest, summarise_imagery
+from sembridge_engine.data.discovery import discover_manifest
+from sembridge_engine.data.summary import summarise_imagery
 from sembridge_engine.data.readers import read_image, read_tile
 from sembridge_engine.training import resume, train
 from sembridge_engine.training.outputs import export_bundle
