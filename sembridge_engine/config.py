@@ -237,6 +237,10 @@ class DistillConfig:
     ot2: bool = setting(True, label="Pooled alignment (L_ot2)",
                         help="Align the pooled teacher and student features (CORAL). Turn it off only to measure what "
                         "it brings.")
+    ot_scale: str = setting("paper", label="Alignment scale", choices=("paper", "trace"),
+                            help="How the two alignment terms are scaled. 'paper' divides by 4 x width², which makes "
+                            "them tiny next to the other terms; 'trace' compares each side's feature spread relative "
+                            "to its own size, so they steer the student noticeably (a departure from the paper).")
     gamma: float = setting(3.0, label="Re-matching temperature (gamma)", minimum=0, maximum=100, above=True,
                            help="Softens the predictions DynM compares when it picks new teachers; higher spreads the "
                            "choice over more MS tiles (paper: 3).")

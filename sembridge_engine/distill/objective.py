@@ -38,7 +38,8 @@ class SemBridgeObjective(nn.Module):
             kd_loss = build_kd_loss(distill.loss, distill.params, student=student, teacher=teacher,
                                     pssm=distill.pssm, pssm_params=distill.pssm_params)
         if teacher is not None and (distill.ot1 or distill.ot2):
-            planner = Planner(teacher, student, heads=distill.heads, width=distill.planner_width or None, gather=gather)
+            planner = Planner(teacher, student, heads=distill.heads, width=distill.planner_width or None, gather=gather,
+                              ot_scale=distill.ot_scale)
         return cls(kd_loss, planner, distill.lambda1, distill.ot1, distill.ot2, total_epochs)
 
     def learnable_parts(self) -> dict[str, nn.Module]:

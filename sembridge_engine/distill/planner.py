@@ -20,6 +20,8 @@ Shapes, with z_T (B, C_T, H_T, W_T) from the frozen teacher and z_S (B, C_S, H_S
    flatten(D). L_ot1 = CORAL(flatten(D_T), flatten(D_S)).
 6. L_ot2 = CORAL of the pooled features in the common width, i.e. the patch means of the
    projected maps (for w = C_T the teacher side is exactly its pooled embedding).
+7. Both CORAL terms use the same scale: the paper's 1 / (4 d^2) or, with ot_scale = "trace",
+   each side's covariance divided by its trace (see coral()).
 
 Cost. This runs on every student step, often beside a student far cheaper than attention at
 the teacher's width. Most of its time is the projections' matrix products, which the maths
@@ -42,37 +44,56 @@ from torch import Tensor, nn
 from ..models.backbones import Backbone, Features
 
 
-def coral(source: Tensor, target: Tensor) -> Tensor:
-    """CORAL = ||C_s - C_t||_F^2 / (4 d^2) with C the unbiased covariance of each side's rows.
+OT_SCALES = ("paper", "trace")
 
-    Row counts may differ, widths may not. For wide inputs (d larger than the rows) the same
-    value is computed from the Gram matrix of the stacked centred rows, costing O(B^2 d)
-    instead of O(B d^2): with s_i = 1/(n_s - 1) on source rows and -1/(n_t - 1) on target rows,
-    ||C_s - C_t||^2 = ||X^T diag(s) X||^2 = sum_ij s_i s_j (X X^T)_ij^2.
+
+def coral(source: Tensor, target: Tensor, scale: str = "paper") -> Tensor:
+    """CORAL between the rows of two sides; widths must agree, row counts may differ.
+
+    scale "paper": ||C_s - C_t||_F^2 / (4 d^2), C the unbiased covariance of each side's rows.
+    scale "trace": ||C_s / tr C_s - C_t / tr C_t||_F^2, which compares the covariances' shapes
+    whatever their magnitudes and lies in [0, 2] (a departure from the paper, docs/method.md).
+
+    Both are ||X^T diag(w) X||_F^2 / norm for the stacked centred rows X, with w_i = 1/(n_s - 1)
+    (paper) or 1/||X_s||_F^2 = 1/((n_s - 1) tr C_s) (trace) on source rows and minus the target's
+    counterpart on target rows. For wide inputs (d larger than the rows) that equals
+    sum_ij w_i w_j (X X^T)_ij^2, from the Gram matrix in float64: O(B^2 d) instead of O(B d^2).
     """
     if source.dim() != 2 or target.dim() != 2 or source.shape[1] != target.shape[1]:
         raise ValueError(f"coral needs (n, d) and (m, d) tensors, got {tuple(source.shape)} and {tuple(target.shape)}")
-    rows_s, rows_t, d = source.shape[0], target.shape[0], source.shape[1]
+    if scale not in OT_SCALES:
+        raise ValueError(f"coral scale must be one of {OT_SCALES}, got {scale!r}")
+    rows_s, rows_t = source.shape[0], target.shape[0]
     if rows_s < 2 or rows_t < 2:
         return (source.sum() + target.sum()) * 0.0
     dtype = torch.promote_types(torch.promote_types(source.dtype, target.dtype), torch.float32)
     with torch.autocast(source.device.type, enabled=False):  # covariances overflow / lose digits in fp16, bf16
-        return _coral_full_precision(source.to(dtype), target.to(dtype), rows_s, rows_t, d)
+        return _coral_full_precision(source.to(dtype), target.to(dtype), scale)
 
 
-def _coral_full_precision(source: Tensor, target: Tensor, rows_s: int, rows_t: int, d: int) -> Tensor:
+def _coral_full_precision(source: Tensor, target: Tensor, scale: str) -> Tensor:
+    rows_s, rows_t, d = source.shape[0], target.shape[0], source.shape[1]
     centred_s = source - source.mean(0, keepdim=True)
     centred_t = target - target.mean(0, keepdim=True)
-    if d <= rows_s + rows_t:
-        difference = centred_s.T @ centred_s / (rows_s - 1) - centred_t.T @ centred_t / (rows_t - 1)
-        return difference.pow(2).sum() / (4 * d * d)
+    wide = d > rows_s + rows_t
     # float64 (where supported): source and target terms nearly cancel when the covariances agree
     exact = torch.float32 if source.device.type == "mps" else torch.float64
-    stacked = torch.cat((centred_s, centred_t)).to(exact)
-    signs = torch.cat((stacked.new_full((rows_s,), 1.0 / (rows_s - 1)), stacked.new_full((rows_t,), -1.0 / (rows_t - 1))))
+    if wide:
+        centred_s, centred_t = centred_s.to(exact), centred_t.to(exact)
+    if scale == "paper":
+        divisor_s, divisor_t, norm = rows_s - 1, rows_t - 1, 4 * d * d
+    else:  # tr(X^T X) = ||X||_F^2; a constant side has no shape to compare and counts as zero covariance
+        divisor_s = centred_s.square().sum().clamp_min(torch.finfo(centred_s.dtype).tiny)
+        divisor_t = centred_t.square().sum().clamp_min(torch.finfo(centred_t.dtype).tiny)
+        norm = 1
+    if not wide:
+        difference = centred_s.T @ centred_s / divisor_s - centred_t.T @ centred_t / divisor_t
+        return difference.pow(2).sum() / norm
+    stacked = torch.cat((centred_s, centred_t))
+    signs = torch.cat((stacked.new_ones(rows_s) / divisor_s, stacked.new_ones(rows_t) / -divisor_t))
     gram = stacked @ stacked.T
     squared_norm = (signs @ gram.square() @ signs).clamp_min(0).to(source.dtype)
-    return squared_norm / (4 * d * d)
+    return squared_norm / norm
 
 
 class PatchAttention(nn.Module):
@@ -152,8 +173,11 @@ class Planner(nn.Module):
     """Learned SKA module; its parameters are optimised together with the student."""
 
     def __init__(self, teacher: Backbone, student: Backbone, heads: int = 8, width: int | None = None,
-                 gather: Callable[[Tensor], Tensor] | None = None):
+                 gather: Callable[[Tensor], Tensor] | None = None, ot_scale: str = "paper"):
         super().__init__()
+        if ot_scale not in OT_SCALES:
+            raise ValueError(f"ot_scale must be one of {OT_SCALES}, got {ot_scale!r}")
+        self.ot_scale = ot_scale
         # CORAL compares covariances over the batch: when a batch is split over processes, ``gather``
         # brings every process's rows (with gradients) so each computes the whole batch's CORAL.
         self.gather = gather or (lambda rows: rows)
@@ -192,6 +216,6 @@ class Planner(nn.Module):
         grid = (min(z_t.shape[2], z_s.shape[2]), min(z_t.shape[3], z_s.shape[3]))
         gather = self.gather
         loss_refined = coral(gather(_pool_to_grid(refined_s, z_s.shape[2], z_s.shape[3], grid)),
-                             gather(_pool_to_grid(refined_t, z_t.shape[2], z_t.shape[3], grid)))
-        loss_pooled = coral(gather(pooled_s), gather(pooled_t))
+                             gather(_pool_to_grid(refined_t, z_t.shape[2], z_t.shape[3], grid)), self.ot_scale)
+        loss_pooled = coral(gather(pooled_s), gather(pooled_t), self.ot_scale)
         return loss_refined, loss_pooled
