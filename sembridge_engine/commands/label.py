@@ -1,7 +1,13 @@
-"""`sembridge label --model BUNDLE --scene FILE.tif --out DIR`: label a scene, write GIS outputs."""
+"""`sembridge label --model BUNDLE --scene FILE.tif --out DIR`: label a scene, write GIS outputs.
+
+`--scenes A.tif B.tif ...` (or any label run under torchrun) labels a batch: the scenes, or the row strips of
+fewer scenes than processes, are shared among torchrun's processes (labelling.batch).
+"""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 from .runtime import add_runtime_arguments
@@ -28,7 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from sembridge_engine.labelling.options import DEFAULT_BATCH, RADIOMETRY_MODES, LabelOptions
 
     parser.add_argument("--model", required=True, metavar="BUNDLE", help="model bundle (.sembridge)")
-    parser.add_argument("--scene", required=True, metavar="FILE", help="GeoTIFF (or any GDAL raster) to label")
+    scenes = parser.add_mutually_exclusive_group(required=True)
+    scenes.add_argument("--scene", metavar="FILE", help="GeoTIFF (or any GDAL raster) to label")
+    scenes.add_argument("--scenes", nargs="+", metavar="FILE",
+                        help="several scenes, shared among the processes when run under torchrun; writes "
+                        "batch_summary.json and a GeoPackage index of the class rasters")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     parser.add_argument("--tile", type=int, default=None, metavar="N",
                         help="window size in scene pixels (default: the model's training footprint at the scene's resolution)")
@@ -77,17 +87,71 @@ def _progress(event) -> None:
         print(f"\rstrip {event.done}/{event.total}", end="" if event.done < event.total else "\n", file=sys.stderr, flush=True)
 
 
+def _print_plan(plan) -> None:
+    for line in plan.lines():
+        print(line, file=sys.stderr if line.startswith(("stopped:", "warning:")) else sys.stdout)
+
+
+def _run_batch(args, scenes: list[str]) -> int:
+    """Many scenes (or one under torchrun): this process's share of the jobs; rank 0 prints the batch summary."""
+    from sembridge_engine.bundle import BundleError
+    from sembridge_engine.events import CancelToken
+    from sembridge_engine.labelling.batch import SUMMARY_NAME, label_scenes
+    from sembridge_engine.labelling.predictor import open_bundle
+    from sembridge_engine.labelling.scene import plan_scene
+
+    from .train import cancel_on_signals
+
+    dist = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from sembridge_engine.device import resolve_device
+        from sembridge_engine.distributed import Distributed
+
+        dist = Distributed.from_environment(os.environ, cuda=resolve_device(args.device).type == "cuda")
+    prefix = f"rank {dist.rank}: " if dist is not None else ""
+    token = CancelToken()
+    try:
+        options = options_from_args(args)
+        bundle = open_bundle(args.model, args.backend)
+        if args.plan:
+            if dist is None or dist.is_main:
+                for scene in scenes:
+                    print(f"{scene}:")
+                    _print_plan(plan_scene(bundle, scene, options))
+            return 0
+        with cancel_on_signals(token) if dist is not None else contextlib.nullcontext():
+            summary = label_scenes(bundle, scenes, args.out, options, dist=dist, cancel=token, report=lambda record: print(
+                f"{prefix}{record.name}: {record.status} in {record.seconds:.1f} s" + (f": {record.error}" if record.error else ""),
+                file=sys.stderr, flush=True))
+    except (BundleError, ValueError, OSError) as error:
+        print(f"{prefix}error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if dist is not None:
+            dist.close()
+    statuses = [scene["status"] for scene in summary["scenes"]]
+    if dist is None or dist.is_main:
+        print(f"labelled {statuses.count('finished')} of {len(statuses)} scenes in {summary['seconds']:.1f} s "
+              f"on {summary['processes']} process(es)")
+        for scene in summary["scenes"]:
+            if scene["status"] != "finished":
+                print(f"  {scene['scene']}: {scene['status']} {'; '.join(scene['errors'])}", file=sys.stderr)
+        print(f"wrote {os.path.join(args.out, SUMMARY_NAME)}" + (f" and {summary['index']}" if summary.get("index") else ""))
+    return 130 if "cancelled" in statuses else (1 if "failed" in statuses else 0)
+
+
 def run(args) -> int:
     from sembridge_engine.bundle import BundleError
     from sembridge_engine.labelling.predictor import open_bundle
     from sembridge_engine.labelling.scene import label_scene, plan_scene
 
+    if args.scenes or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return _run_batch(args, args.scenes or [args.scene])
     try:
         options = options_from_args(args)
         bundle = open_bundle(args.model, args.backend)
         plan = plan_scene(bundle, args.scene, options)
-        for line in plan.lines():
-            print(line, file=sys.stderr if line.startswith(("stopped:", "warning:")) else sys.stdout)
+        _print_plan(plan)
         if plan.blocked:
             return 1
         if args.plan:

@@ -41,7 +41,9 @@ class LabelOptions:
     dtype) maps the scene's values onto the training images' (labelling.radiometry). ``bands`` are
     1-based scene bands in the model's band order; ``band_preset`` names the bands of a product
     whose file carries no band descriptions (data.bands). ``window`` (pixels) or ``extent`` (xmin, ymin,
-    xmax, ymax in the scene's CRS) restrict labelling to part of the scene.
+    xmax, ymax in the scene's CRS) restrict labelling to part of the scene. ``rows`` (start, stop) labels
+    one row strip of that part (batch labelling shares a scene among processes this way): windows, scale
+    and radiometry stay the whole part's, so the strip's pixels are those of the whole run.
     """
 
     tile: int | None = None
@@ -60,6 +62,7 @@ class LabelOptions:
     force_scale: bool = False
     radiometry: str = "auto"
     block: int = DEFAULT_BLOCK
+    rows: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.bands is not None:
@@ -85,6 +88,10 @@ class LabelOptions:
             raise SceneError("give either a pixel window or an extent, not both")
         if self.window is not None and (self.window.width < 1 or self.window.height < 1 or self.window.col < 0 or self.window.row < 0):
             raise SceneError(f"window {self.window} must start inside the scene and be at least 1 x 1 pixels")
+        if self.rows is not None:
+            object.__setattr__(self, "rows", tuple(int(row) for row in self.rows))
+            if len(self.rows) != 2 or not 0 <= self.rows[0] < self.rows[1]:
+                raise SceneError(f"rows must be (start, stop) with 0 <= start < stop, got {self.rows}")
         if self.extent is not None:
             xmin, ymin, xmax, ymax = self.extent
             if not all(map(math.isfinite, self.extent)) or xmin >= xmax or ymin >= ymax:

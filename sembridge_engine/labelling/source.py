@@ -21,7 +21,7 @@ from sembridge_engine.events import CancelToken
 from .options import MAX_WINDOW, LabelOptions, SceneError
 from .radiometry import RadiometryMapping, needs_samples, plan_radiometry, valid_samples
 from .scale import ScaleChoice, choose_window
-from .windows import SceneLayout, decimation, empty_windows, scene_layout, window_batch, windows_from_chunk
+from .windows import SceneLayout, decimation, empty_windows, scene_layout, strip_halo, window_batch, windows_from_chunk
 
 SAMPLE_GRID = 16      # radiometry sampling: a 16 x 16 lattice of windows ...
 SAMPLE_WINDOW = 32    # ... of 32 x 32 pixels (at most 262 144 pixels per band)
@@ -306,6 +306,20 @@ def scale_for(bundle, options: LabelOptions, name: str, scene_gsd: float | None,
                          width, height, tile=options.tile, force=options.force_scale)
 
 
+def _restrict_to_strip(source: SceneSource, rows: tuple[int, int]) -> None:
+    """Narrow ``source`` to the windows covering ``rows`` of its extent (scale and radiometry already the whole
+    extent's): the result holds the strip with its halo, to be cropped to ``rows``."""
+    from rasterio.windows import Window
+
+    layout = source.layout
+    if rows[1] > layout.height:
+        raise SceneError(f"{source.path}: rows {rows[0]}-{rows[1]} go beyond the {layout.height} labelled rows")
+    top, bottom = strip_halo(layout, *rows)
+    extent = source.extent
+    source.extent = Window(extent.col_off, extent.row_off + top, extent.width, bottom - top)
+    source.layout = scene_layout(layout.width, bottom - top, layout.tile, layout.stride)
+
+
 def open_source(path: Path, bundle, options: LabelOptions) -> SceneSource:
     """Open ``path`` and resolve its bands, nodata rule, labelled extent and window layout; closes on error."""
     from sembridge_engine.data.geometry import ground_sampling_distance
@@ -329,6 +343,8 @@ def open_source(path: Path, bundle, options: LabelOptions) -> SceneSource:
                              batch=window_batch(options.batch, min(scale.window, max(width, height)), len(indexes)))
         samples = source.sample_pixels() if needs_samples(options.radiometry, bundle.radiometry) else None
         source.radiometry = plan_radiometry(options.radiometry, bundle.radiometry, source.dtype, samples)
+        if options.rows is not None:
+            _restrict_to_strip(source, options.rows)
         return source
     except BaseException:
         dataset.close()

@@ -49,6 +49,20 @@ def scene_layout(width: int, height: int, tile: int, stride: int) -> SceneLayout
                        window_starts(width, tile, stride), window_starts(height, tile, stride))
 
 
+def strip_halo(layout: SceneLayout, start: int, stop: int) -> tuple[int, int]:
+    """Rows from the first window overlapping rows [start, stop) to the end of the last: labelled with the
+    same windows, in the same order, as in the whole layout, that strip's pixels average the same windows."""
+    covering = layout.ys[(layout.ys < stop) & (layout.ys + layout.window_height > start)]
+    return int(covering.min()), int(covering.max()) + layout.window_height
+
+
+def strip_bounds(layout: SceneLayout, count: int) -> list[tuple[int, int]]:
+    """Up to ``count`` row strips of about equal height, cut on multiples of the stride (small halos)."""
+    height, stride = layout.height, layout.stride
+    cuts = sorted({min(height, round(k * height / count / stride) * stride) for k in range(count)} | {height})
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
 def windows_from_chunk(chunk: np.ndarray, valid: np.ndarray, offsets: np.ndarray, layout: SceneLayout) -> np.ndarray:
     """(n, C, tile, tile) windows cut from a (C, h, w) chunk at column offsets; padded when the scene is smaller.
 

@@ -1,0 +1,150 @@
+"""Batch labelling (labelling/batch.py): many scenes, or the row strips of one, shared among torchrun's processes.
+
+Strips must give the whole-scene run's class raster (their windows, scale and radiometry are the whole
+scene's), a 2-process torchrun job the one-process run's files byte for byte, and a corrupt scene must be
+reported while the others are written. Scenes are real imagery: the demo UC Merced mosaic, and a uint16
+copy of its lower part (so radiometry is mapped from percentiles sampled over the whole scene).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas
+import numpy as np
+import pytest
+import rasterio
+
+from sembridge_engine.cli import main
+from sembridge_engine.labelling.batch import INDEX_LAYER, STRIP_FOLDER, SUMMARY_NAME, label_scenes, plan_jobs, run_jobs, write_batch_outputs
+from sembridge_engine.labelling.options import LabelOptions
+from sembridge_engine.labelling.scene import label_scene
+
+from .labelling_fixtures import demo_mosaic
+from .labelling_fixtures import single_torch_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+REPO = Path(__file__).resolve().parents[2]
+OPTIONS = LabelOptions(device="cpu", preview=False)
+
+
+def _copy(source: Path, target: Path, rows: slice = slice(None), scale: int = 1, dtype: str = "uint8") -> Path:
+    """Real pixels of ``source`` (rows ``rows``, times ``scale``, as ``dtype``) in a new GeoTIFF, georeferenced."""
+    with rasterio.open(source) as dataset:
+        data = dataset.read()[:, rows]
+        transform = dataset.transform @ rasterio.Affine.translation(0, rows.start or 0)
+        profile = {**dataset.profile, "height": data.shape[1], "transform": transform, "dtype": dtype,
+                   "compress": "deflate", "photometric": "rgb"}
+    with rasterio.open(target, "w", **profile) as out:
+        out.write(data.astype(dtype) * scale)
+    return target
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("scenes")
+    corrupt = folder / "corrupt.tif"
+    corrupt.write_bytes(demo_mosaic().read_bytes()[:4096])  # a truncated download
+    return {"mosaic": _copy(demo_mosaic(), folder / "mosaic.tif"),
+            "reflectance": _copy(demo_mosaic(), folder / "reflectance.tif", slice(512, None), 40, "uint16"),
+            "corrupt": corrupt}
+
+
+@pytest.fixture(scope="module")
+def one_process(scale_bundle, scenes, tmp_path_factory) -> Path:
+    """Each good scene labelled whole, as `sembridge label --scene` does in one process."""
+    out = tmp_path_factory.mktemp("one")
+    for name in ("mosaic", "reflectance"):
+        label_scene(scale_bundle, scenes[name], out, OPTIONS)
+    return out
+
+
+def _pixels(path) -> tuple[np.ndarray, object, object]:
+    with rasterio.open(path) as dataset:
+        return dataset.read(), dataset.transform, dataset.crs
+
+
+def test_row_strips_give_the_class_raster_of_the_whole_scene(scale_bundle, scenes, one_process, tmp_path):
+    out = tmp_path / "strips"
+    jobs = plan_jobs(scale_bundle, [scenes["mosaic"], scenes["reflectance"]], OPTIONS, workers=6)
+    assert [len([job for job in jobs if job.scene == str(scenes[name])]) for name in ("mosaic", "reflectance")] == [3, 3]
+    records = run_jobs(scale_bundle, jobs, out, OPTIONS)
+    summary = write_batch_outputs(scale_bundle, jobs, records, out, 6, 0.0)
+    assert [scene["status"] for scene in summary["scenes"]] == ["finished", "finished"]
+    for name, scene in zip(("mosaic", "reflectance"), summary["scenes"]):
+        assert scene["outputs"]["classes"] == str(out / f"{name}_classes.vrt")
+        classes, transform, crs = _pixels(scene["outputs"]["classes"])
+        expected, expected_transform, expected_crs = _pixels(one_process / f"{name}_classes.tif")
+        assert classes.shape == expected.shape and transform == expected_transform and crs == expected_crs
+        assert np.array_equal(classes, expected) and len(np.unique(expected)) > 1
+        confidence = _pixels(scene["outputs"]["confidence"])[0]
+        np.testing.assert_allclose(confidence, _pixels(one_process / f"{name}_confidence.tif")[0], atol=1e-5)
+        with rasterio.open(scene["outputs"]["classes"]) as joined, rasterio.open(one_process / f"{name}_classes.tif") as whole:
+            assert joined.colormap(1)[0] == whole.colormap(1)[0] and joined.nodata == whole.nodata
+    assert not any((out / STRIP_FOLDER).iterdir())
+    index = geopandas.read_file(out / "batch_index.gpkg", layer=INDEX_LAYER)
+    assert sorted(Path(location).name for location in index["location"]) == ["mosaic_classes.vrt", "reflectance_classes.vrt"]
+    assert index.crs.to_epsg() == 4326 and index.geometry.is_valid.all() and not index.geometry.is_empty.any()
+
+
+def test_a_corrupt_scene_is_reported_and_the_others_are_written(scale_bundle, scenes, one_process, tmp_path, capsys):
+    out = tmp_path / "batch"
+    code = main(["label", "--model", str(scale_bundle.path), "--scenes", str(scenes["corrupt"]), str(scenes["mosaic"]),
+                 "--out", str(out), "--device", "cpu", "--no-preview"])
+    assert code == 1
+    summary = json.loads((out / SUMMARY_NAME).read_text())
+    corrupt, mosaic = summary["scenes"]
+    assert corrupt["status"] == "failed" and "corrupt.tif" in corrupt["errors"][0] and not corrupt["outputs"]
+    assert mosaic["status"] == "finished" and mosaic["jobs"][0]["rank"] == 0
+    assert (out / "mosaic_classes.tif").read_bytes() == (one_process / "mosaic_classes.tif").read_bytes()
+    assert not list(out.glob("corrupt*"))
+    assert "corrupt.tif: failed" in capsys.readouterr().err
+    index = geopandas.read_file(summary["index"], layer=INDEX_LAYER)
+    assert list(index["scene"]) == [str(scenes["mosaic"])]
+
+
+def test_scenes_with_the_same_name_are_refused_before_any_work(scale_bundle, scenes, tmp_path):
+    other = tmp_path / "elsewhere" / "mosaic.tif"
+    other.parent.mkdir()
+    other.write_bytes(scenes["mosaic"].read_bytes())
+    with pytest.raises(ValueError, match="several scenes are named mosaic"):
+        label_scenes(scale_bundle, [scenes["mosaic"], other], tmp_path / "out", OPTIONS)
+    assert not (tmp_path / "out").exists()
+
+
+def _torchrun(arguments: list[str]) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+                           "-m", "sembridge_engine.cli", "label", *arguments, "--device", "cpu", "--no-preview"],
+                          env=environment, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_class_rasters_of_one_process_byte_for_byte(scale_bundle, scenes, one_process, tmp_path):
+    out = tmp_path / "two"
+    finished = _torchrun(["--model", str(scale_bundle.path), "--out", str(out),
+                          "--scenes", *(str(scenes[name]) for name in ("mosaic", "reflectance", "corrupt"))])
+    assert finished.returncode == 1, finished.stdout + finished.stderr   # one scene failed
+    summary = json.loads((out / SUMMARY_NAME).read_text())
+    assert summary["processes"] == 2
+    statuses = {Path(scene["scene"]).stem: (scene["status"], scene["jobs"][0]["rank"]) for scene in summary["scenes"]}
+    assert statuses["mosaic"][0] == statuses["reflectance"][0] == "finished" and statuses["corrupt"][0] == "failed"
+    assert statuses["mosaic"][1] != statuses["reflectance"][1]   # the two scenes ran on different ranks
+    for name in ("mosaic", "reflectance"):
+        assert (out / f"{name}_classes.tif").read_bytes() == (one_process / f"{name}_classes.tif").read_bytes(), name
+    assert "labelled 2 of 3 scenes" in finished.stdout
+
+
+@pytest.mark.slow
+def test_one_scene_under_torchrun_is_labelled_in_strips_joined_by_a_vrt(scale_bundle, scenes, one_process, tmp_path):
+    out = tmp_path / "strips"
+    finished = _torchrun(["--model", str(scale_bundle.path), "--out", str(out), "--scene", str(scenes["reflectance"])])
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    (scene,) = json.loads((out / SUMMARY_NAME).read_text())["scenes"]
+    assert scene["status"] == "finished" and sorted(job["rank"] for job in scene["jobs"]) == [0, 1]
+    classes, transform, _ = _pixels(out / "reflectance_classes.vrt")
+    expected, expected_transform, _ = _pixels(one_process / "reflectance_classes.tif")
+    assert transform == expected_transform and np.array_equal(classes, expected)
