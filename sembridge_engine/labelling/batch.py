@@ -21,9 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
+import numpy as np
 from sembridge_engine.atomic import atomic_output, write_json_atomic, write_text_atomic
 from sembridge_engine.events import Cancelled, CancelToken, EventCallback, ignore_event
 
+from . import writers
 from .options import LabelOptions, SceneError
 from .scene import label_scene
 from .source import open_scene, open_source
@@ -224,8 +226,28 @@ def _vrt(target: Path, parts: list[tuple[Path, int]], height: int) -> None:
     write_text_atomic(target, ElementTree.tostring(root, encoding="unicode"))
 
 
-def _scene_results(jobs: Sequence[LabelJob], records: Sequence[JobRecord], out_dir: Path) -> list[dict]:
-    """Per scene: status, seconds, errors, its jobs and its outputs (a striped scene's VRTs, written here)."""
+def _joined_polygons(bundle, classes: Path, confidence: Path, target: Path, block: int) -> None:
+    """A striped scene's class polygons, from its joined rasters, with each class's mean confidence (as label_scene)."""
+    import rasterio
+    from rasterio.windows import Window
+
+    count = bundle.num_classes
+    pixels, confidence_sum = np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.float64)
+    with rasterio.open(classes) as class_raster, rasterio.open(confidence) as confidence_raster:
+        for top in range(0, class_raster.height, block):
+            window = Window(0, top, class_raster.width, min(block, class_raster.height - top))
+            labels = class_raster.read(1, window=window)
+            valid = labels != class_raster.nodata
+            pixels += np.bincount(labels[valid], minlength=count)
+            confidence_sum += np.bincount(labels[valid], weights=confidence_raster.read(1, window=window)[valid], minlength=count)
+    mean_confidence = [float(total / number) if number else None for total, number in zip(confidence_sum, pixels)]
+    with atomic_output(target) as temporary:
+        writers.write_polygons(temporary, classes, bundle.class_names, mean_confidence, block)
+
+
+def _scene_results(bundle, jobs: Sequence[LabelJob], records: Sequence[JobRecord], out_dir: Path,
+                   options: LabelOptions) -> list[dict]:
+    """Per scene: status, seconds, errors, its jobs and its outputs (a striped scene's VRTs and polygons, written here)."""
     scenes = []
     for scene in dict.fromkeys(job.scene for job in jobs):
         mine = [record for record in records if record.scene == scene]
@@ -239,6 +261,10 @@ def _scene_results(jobs: Sequence[LabelJob], records: Sequence[JobRecord], out_d
                     outputs[key] = str(out_dir / f"{stem}_{key}.vrt")
                     _vrt(Path(outputs[key]), [(Path(record.outputs[key]), record.rows[0]) for record in mine], height)
             outputs["style"] = mine[0].outputs["style"]
+            if options.polygons:
+                outputs["polygons"] = str(out_dir / f"{stem}_classes.gpkg")
+                _joined_polygons(bundle, Path(outputs["classes"]), Path(outputs["confidence"]), Path(outputs["polygons"]),
+                                 options.block)
         scenes.append({"scene": scene, "status": status, "seconds": round(sum(record.seconds for record in mine), 3),
                        "errors": [record.error for record in mine if record.error], "outputs": outputs,
                        "jobs": [asdict(record) for record in mine]})
@@ -270,13 +296,13 @@ def write_index(target: Path, scenes: list[dict]) -> bool:
     return True
 
 
-def write_batch_outputs(bundle, jobs: Sequence[LabelJob], records: Sequence[JobRecord], out_dir: Path, processes: int,
-                        seconds: float) -> dict:
-    """Rank 0's part once every job is done: the VRTs of striped scenes, the index and the batch summary."""
+def write_batch_outputs(bundle, jobs: Sequence[LabelJob], records: Sequence[JobRecord], out_dir: Path,
+                        options: LabelOptions, processes: int, seconds: float) -> dict:
+    """Rank 0's part once every job is done: the VRTs and polygons of striped scenes, the index and the batch summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     order = {job.name: position for position, job in enumerate(jobs)}
     records = sorted(records, key=lambda record: order[record.name])
-    scenes = _scene_results(jobs, records, out_dir)
+    scenes = _scene_results(bundle, jobs, records, out_dir, options)
     index = out_dir / INDEX_NAME
     summary = {"model": str(bundle.path), "out": str(out_dir), "processes": processes, "seconds": round(seconds, 3),
                "scenes": scenes, "index": str(index) if write_index(index, scenes) else None}
@@ -300,5 +326,5 @@ def label_scenes(bundle, scenes: Sequence[str | Path], out_dir, options: LabelOp
     summary = None
     if rank == 0:
         gathered = [JobRecord(**item) for share in shares for item in share]
-        summary = write_batch_outputs(bundle, jobs, gathered, out_dir, world_size, time.perf_counter() - started)
+        summary = write_batch_outputs(bundle, jobs, gathered, out_dir, options, world_size, time.perf_counter() - started)
     return dist.broadcast_json(summary) if dist is not None else summary

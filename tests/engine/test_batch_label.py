@@ -72,7 +72,7 @@ def test_row_strips_give_the_class_raster_of_the_whole_scene(scale_bundle, scene
     jobs = plan_jobs(scale_bundle, [scenes["mosaic"], scenes["reflectance"]], OPTIONS, workers=6)
     assert [len([job for job in jobs if job.scene == str(scenes[name])]) for name in ("mosaic", "reflectance")] == [3, 3]
     records = run_jobs(scale_bundle, jobs, out, OPTIONS)
-    summary = write_batch_outputs(scale_bundle, jobs, records, out, 6, 0.0)
+    summary = write_batch_outputs(scale_bundle, jobs, records, out, OPTIONS, 6, 0.0)
     assert [scene["status"] for scene in summary["scenes"]] == ["finished", "finished"]
     for name, scene in zip(("mosaic", "reflectance"), summary["scenes"]):
         assert scene["outputs"]["classes"] == str(out / f"{name}_classes.vrt")
@@ -84,6 +84,11 @@ def test_row_strips_give_the_class_raster_of_the_whole_scene(scale_bundle, scene
         np.testing.assert_allclose(confidence, _pixels(one_process / f"{name}_confidence.tif")[0], atol=1e-5)
         with rasterio.open(scene["outputs"]["classes"]) as joined, rasterio.open(one_process / f"{name}_classes.tif") as whole:
             assert joined.colormap(1)[0] == whole.colormap(1)[0] and joined.nodata == whole.nodata
+        polygons = geopandas.read_file(scene["outputs"]["polygons"])
+        expected_polygons = geopandas.read_file(one_process / f"{name}_classes.gpkg")
+        assert list(polygons["class_name"]) == list(expected_polygons["class_name"])
+        np.testing.assert_allclose(polygons["area"], expected_polygons["area"], rtol=1e-9)
+        np.testing.assert_allclose(polygons["mean_confidence"], expected_polygons["mean_confidence"], atol=1e-5)
     assert not any((out / STRIP_FOLDER).iterdir())
     index = geopandas.read_file(out / "batch_index.gpkg", layer=INDEX_LAYER)
     assert sorted(Path(location).name for location in index["location"]) == ["mosaic_classes.vrt", "reflectance_classes.vrt"]
