@@ -7,7 +7,8 @@ Measured (each run its own `sembridge` process, one OpenMP thread per process un
     its epochs after the first. One process with two threads is the other way to use both cores.
   * labelling: `sembridge label --scenes` of six copies of the demo UC Merced mosaic (1536 x 1536 px),
     and of one copy (row strips under torchrun), with the bundle the one-process run exported; the batch
-    summary's seconds (planning to index, without interpreter start-up) and the command's wall time.
+    summary's seconds (planning to index, without interpreter start-up) and the command's wall time; no
+    previews (a striped scene gets none).
 The ratios are one process's time over two processes' time, measured in the same invocation, one run at a
 time. The machine's 2 cores are shared with other jobs: read the load average printed beside them.
 
@@ -102,7 +103,7 @@ def labelling(workdir: Path, bundle: Path) -> None:
                 out = workdir / f"labels-{label.replace(' ', '')}-{processes}"
                 shutil.rmtree(out, ignore_errors=True)
                 load = _load()
-                wall = _run(["label", "--model", str(bundle), "--out", str(out), "--device", "cpu", *scene_arguments],
+                wall = _run(["label", "--model", str(bundle), "--out", str(out), "--device", "cpu", "--no-preview", *scene_arguments],
                             processes, 1, workdir / "cache")
                 summary = json.loads((out / "batch_summary.json").read_text())
                 measured[processes].append(summary["seconds"])
