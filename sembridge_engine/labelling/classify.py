@@ -99,7 +99,9 @@ def tile_windows(bundle, path, radiometry: str = "auto") -> tuple[list[np.ndarra
     array = read_for_bundle(bundle, path, max_side=bundle.tile_size if whole and huge else MAX_IMAGE_SIDE)
     mapping = plan_radiometry(radiometry, bundle.radiometry, array.dtype,
                               valid_samples(array, np.ones(array.shape[1:], dtype=bool)), single_image=whole)
-    warning = choice.warning if choice is not None else None
+    # Never silent: a tile whose values were mapped says how (the answer depends on it).
+    notes = [choice.warning if choice is not None else None, mapping.describe() if mapping.applied != "none" else None]
+    warning = "; ".join(note for note in notes if note) or None
     if whole:
         return [mapping.apply(array)], warning
     window = max(1, round(choice.window * array.shape[2] / header.width))  # the read may be reduced

@@ -149,6 +149,8 @@ def test_georeferenced_tiles_are_classified_at_the_training_footprint(scale_bund
     copies = [_georeferenced_crop(tmp_path / "u16.tif", 0.3, 768, np.uint16), _georeferenced_crop(tmp_path / "f32.tif", 0.3, 768, np.float32)]
     mapped = classify_files(scale_bundle, copies, top_k=len(DEMO_CLASSES), device="cpu")
     assert dict(mapped[0].top) == pytest.approx(dict(mapped[1].top), abs=1e-4)
+    assert "uint16 mapped onto the training uint8 range" in mapped[0].warning  # never silently
+    assert "float32 mapped onto the training uint8 range" in mapped[1].warning
     raw = classify_files(scale_bundle, copies[:1], top_k=len(DEMO_CLASSES), device="cpu", radiometry="none")[0]
     assert dict(raw.top) != pytest.approx(dict(mapped[0].top), abs=1e-2)
 
