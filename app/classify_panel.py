@@ -37,6 +37,7 @@ class ClassifiedTile:
     top: list[tuple[str, float]] | None
     error: str | None
     image: QImage | None
+    warning: str | None = None  # the engine's note on scale or radiometry: the answer depends on it
 
     @property
     def predicted(self) -> str:
@@ -66,7 +67,7 @@ def classify_job(bundle_path: str, paths: list[str], callback, cancel) -> list[C
                     THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
             except (OSError, ValueError):
                 image = None
-        tiles.append(ClassifiedTile(result.path, result.top, result.error, image))
+        tiles.append(ClassifiedTile(result.path, result.top, result.error, image, result.warning))
     return tiles
 
 
@@ -87,7 +88,8 @@ class ResultsModel(QAbstractListModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             if tile.error:
                 return f"{tile.path}\n{tile.error}"
-            return tile.path + "\n" + "\n".join(f"{name}: {prob:.1%}" for name, prob in tile.top or [])
+            text = tile.path + "\n" + "\n".join(f"{name}: {prob:.1%}" for name, prob in tile.top or [])
+            return text + (f"\nNote: {tile.warning}" if tile.warning else "")
         if role == ResultRole:
             return tile
         if role == ClassRole:
@@ -343,6 +345,9 @@ class ClassifyPanel(QWidget):
         text = f"{len(self.model.tiles)} image(s) classified"
         if errors:
             text += f"; {errors} could not be read (shown in red)"
+        noted = sum(1 for tile in self.model.tiles if tile.warning)
+        if noted:
+            text += f"; {noted} with a note on scale or values (hover to read it)"
         self.status_label.setText(text + ".")
 
     # -- view -------------------------------------------------------------------------------

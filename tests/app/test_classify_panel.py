@@ -4,11 +4,14 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
+import rasterio
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
 from app.classify_panel import ClassifyPanel
 from resources import demo_project
+from sembridge_engine.data.readers import read_image
 
 
 def drop_urls(widget, paths: list[Path]) -> None:
@@ -33,14 +36,24 @@ def test_drop_files_and_folders_fills_the_grid(qtbot, settings, trained_run, tmp
     broken.write_bytes(b"this is not a PNG")
     forest = demo_project() / "rgb" / "Forest"
     river = sorted((demo_project() / "rgb" / "River").glob("*.jpg"))[:3]
+    deep = tmp_path / "river_uint16.tif"  # the same photo stored at 16 bits: its values get mapped, and it says so
+    pixels = read_image(river[0], as_rgb=True).astype(np.uint16) * 257
+    with rasterio.open(deep, "w", driver="GTiff", width=pixels.shape[2], height=pixels.shape[1], count=3,
+                       dtype="uint16") as out:
+        out.write(pixels)
 
     with qtbot.waitSignal(panel.classified, timeout=120000):
-        drop_urls(panel.drop_area, [forest, *river, broken])
+        drop_urls(panel.drop_area, [forest, *river, deep, broken])
 
     tiles = panel.model.tiles
-    assert len(tiles) == 30 + 3 + 1
+    assert len(tiles) == 30 + 3 + 1 + 1
     good = [tile for tile in tiles if tile.error is None]
-    assert len(good) == 33
+    assert len(good) == 34
+    noted = [tile for tile in good if tile.warning]
+    assert [Path(tile.path).name for tile in noted] == ["river_uint16.tif"] and "uint16 mapped" in noted[0].warning
+    assert "1 with a note" in panel.status_label.text()
+    row = next(index for index, tile in enumerate(tiles) if tile is noted[0])
+    assert "Note: radiometry" in panel.model.data(panel.model.index(row), Qt.ItemDataRole.ToolTipRole)
     assert all(tile.predicted in class_names and 0.0 < tile.confidence <= 1.0 for tile in good)
     assert all(tile.image is not None and tile.image.width() > 0 for tile in good)
     bad = [tile for tile in tiles if tile.error]
@@ -66,6 +79,7 @@ def test_drop_files_and_folders_fills_the_grid(qtbot, settings, trained_run, tmp
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(tiles)
     assert {row["path"] for row in rows} == {tile.path for tile in tiles}
+    assert [Path(row["path"]).name for row in rows if row["warning"]] == ["river_uint16.tif"]
 
     panel.class_filter.setCurrentIndex(panel.class_filter.findData("__errors__"))
     assert [Path(t.path).name for t in panel.visible_tiles()] == ["broken.png"]
