@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -61,10 +62,30 @@ def atomic_output(final: Path) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_path(final)
     try:
-        yield temporary
-        os.replace(temporary, final)
+        with full_disk_named(final):
+            yield temporary
+            os.replace(temporary, final)
     finally:
         remove_quietly([temporary])
+
+
+@contextlib.contextmanager
+def full_disk_named(target: Path) -> Iterator[None]:
+    """Errors of the writes in the block, a full disk named after ``target`` (see :func:`raise_naming_full_disk`)."""
+    try:
+        yield
+    except OSError as error:
+        raise_naming_full_disk(error, target)
+
+
+def raise_naming_full_disk(error: OSError, target: Path) -> None:
+    """Raise ``error``; a full disk or quota naming ``target`` (the writers below, PIL, GDAL and OGR among
+    them, often say only "No space left on device"). For writers whose temporaries are removed on
+    error, so the message says nothing half-written was kept."""
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT) or error.filename is not None:
+        raise error
+    raise OSError(error.errno, f"{os.strerror(error.errno)} while writing it (nothing half-written was kept)",
+                  str(target)) from error
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sembridge_engine.atomic import remove_quietly, remove_stale_temporaries, temporary_path
+from sembridge_engine.atomic import raise_naming_full_disk, remove_quietly, remove_stale_temporaries, temporary_path
 from sembridge_engine.events import CancelToken, EventCallback, ignore_event
 
 from . import writers
@@ -258,6 +258,8 @@ def label_scene(bundle, scene, out_dir, options: LabelOptions | None = None, *, 
             if cancel is not None:
                 cancel.raise_if_cancelled()
             manifest = commit_outputs(out_dir, scene_path, {temporaries[key]: finals[key] for key in finals})
+        except OSError as error:
+            raise_naming_full_disk(error, out_dir)
         finally:
             remove_quietly(list(temporaries.values()))
     return LabelResult(

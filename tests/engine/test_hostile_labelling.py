@@ -3,7 +3,9 @@ built from real-format files: NaN/inf pixels, broken models, re-labelling into a
 beyond 255, absurd window and tile sizes, huge and empty scenes, a failing GeoPackage write."""
 from __future__ import annotations
 
+import errno
 import io
+import os
 import json
 import xml.etree.ElementTree as ElementTree
 import zipfile
@@ -181,6 +183,15 @@ def test_a_failed_or_cancelled_relabelling_keeps_the_previous_set_and_another_sc
     with pytest.raises(OSError, match="cannot write the GeoPackage of class polygons .*disk is full"):
         label_scene(bundle, demo_scene(), out, OPTIONS)
     assert {name: (out / name).read_bytes() for name in _outputs(out)} == before  # no temporary left either
+
+    def no_space(*args, **kwargs):  # what PIL raises writing the preview onto a full disk: no file named
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.undo()  # the GeoPackage writes again
+    monkeypatch.setattr(Image.Image, "save", no_space)
+    with pytest.raises(OSError, match=f"No space left on device while writing it .*{out.name}"):
+        label_scene(bundle, demo_scene(), out, OPTIONS)
+    assert {name: (out / name).read_bytes() for name in _outputs(out)} == before
 
     namesake = tmp_path / "elsewhere" / "scene_subset.tif"
     namesake.parent.mkdir()
