@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import glob
 import io
 import json
 import os
@@ -31,12 +32,13 @@ def temporary_path(final: Path) -> Path:
     return final.with_name(f".{final.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TEMPORARY_MARK}{final.suffix}")
 
 
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete temporary files in ``folder`` left by writers that no longer run (killed mid-write)."""
+def remove_stale_temporaries(folder: Path, stem: str = "*") -> list[Path]:
+    """Delete temporary files in ``folder`` (of outputs named ``stem``, default all) left by writers
+    that no longer run (killed mid-write)."""
     import psutil
 
     removed = []
-    for path in Path(folder).glob(f".*{TEMPORARY_MARK}*"):
+    for path in Path(folder).glob(f".{glob.escape(stem) if stem != '*' else stem}.*{TEMPORARY_MARK}*"):
         owner = _OWNER.search(path.name)
         if owner is not None and not psutil.pid_exists(int(owner.group(1))):
             remove_quietly([path])
@@ -57,9 +59,11 @@ def remove_quietly(paths: Iterable[Path]) -> None:
 
 @contextlib.contextmanager
 def atomic_output(final: Path) -> Iterator[Path]:
-    """Yield a temporary path to write ``final`` to; rename it into place on success, delete it on any error."""
+    """Yield a temporary path to write ``final`` to; rename it into place on success, delete it on any error.
+    Temporaries of ``final`` left by a killed earlier writer are removed first."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final.parent, final.stem)
     temporary = temporary_path(final)
     try:
         with full_disk_named(final):

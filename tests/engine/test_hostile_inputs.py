@@ -128,6 +128,19 @@ def test_export_refuses_a_model_with_nan_weights(tmp_path):
     assert not (run_dir / "model.sembridge").exists() and not list(run_dir.glob(".*partial*"))
 
 
+def test_an_export_killed_mid_write_leaves_nothing_after_the_next_export(tmp_path):
+    run_dir = make_run_folder(tmp_path / "run")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out = tmp_path / "exports" / "model.sembridge"
+    out.parent.mkdir()
+    killed = out.parent / f".model.{dead.stdout.strip()}-0123abcd.partial.sembridge"  # what kill -9 mid-export leaves
+    killed.write_bytes(b"")
+    other = out.parent / f".other.{dead.stdout.strip()}-0123abcd.partial.sembridge"  # another output's: not ours
+    other.write_bytes(b"")
+    export_bundle(run_dir, out, check_onnx=False)
+    assert out.is_file() and not killed.exists() and other.exists()
+
+
 # -- 2, 3, 6: run folders --------------------------------------------------------------------------
 def test_train_refuses_a_folder_with_the_users_files(tiny, tmp_path):
     folder = tmp_path / "mine"
