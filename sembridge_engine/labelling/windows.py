@@ -7,7 +7,6 @@ a scene smaller than one window is reflection-padded (symmetric) to the window s
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,15 +88,22 @@ def fill_invalid(windows: np.ndarray, valid: np.ndarray) -> np.ndarray:
         return windows
     values = windows[broken].astype(np.float64)
     invalid = ~valid[broken][:, None].repeat(windows.shape[1], axis=1)
-    values[invalid] = np.nan
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: filled with 0 below
-        medians = np.nan_to_num(np.nanmedian(values, axis=(2, 3)), nan=0.0)
-    filled = np.where(invalid, medians[:, :, None, None], values)
+    filled = np.where(invalid, masked_medians(values, invalid)[:, :, None, None], values)
     if windows.dtype.kind in "ui":
         filled = np.rint(filled)
     windows[broken] = filled.astype(windows.dtype)
     return windows
+
+
+def masked_medians(values: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+    """(n, C) medians of each (h, w) plane of ``values`` over the pixels not ``invalid`` (0 where none is
+    valid): np.nanmedian's values in one sort, where nanmedian loops over the planes in Python."""
+    planes = np.where(invalid, np.inf, values).reshape(*values.shape[:2], -1)
+    planes.sort(axis=-1)
+    counts = (~invalid).reshape(*invalid.shape[:2], -1).sum(axis=-1, keepdims=True)
+    low = np.take_along_axis(planes, np.maximum(counts - 1, 0) // 2, axis=-1)
+    high = np.take_along_axis(planes, np.maximum(counts, 1) // 2 - (counts == 0), axis=-1)
+    return np.where(counts > 0, (low + high) / 2, 0.0)[..., 0]
 
 
 def empty_windows(valid: np.ndarray, factor: int, layout: SceneLayout) -> int:

@@ -3,6 +3,7 @@ band selection, geographic CRS, bounded reads, cancel and the pre-flight plan.""
 from __future__ import annotations
 
 import json
+import warnings
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -345,3 +346,18 @@ def test_describe_scene_reports_size_bands_crs_and_ground_resolution(tmp_path):
     assert describe_scene(geographic).gsd == pytest.approx(300, rel=0.05)  # degrees converted at the scene centre
     with pytest.raises(SceneError, match="scene not found"):
         describe_scene(tmp_path / "nothing.tif")
+
+
+def test_window_medians_over_valid_pixels_equal_numpys_nanmedian():
+    from sembridge_engine.labelling.windows import masked_medians
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        height, width = rng.integers(1, 7, size=2)
+        values = rng.normal(size=(4, 3, height, width))
+        invalid = np.repeat(rng.random((4, 1, height, width)) < rng.random(), 3, axis=1)
+        with_nan = np.where(invalid, np.nan, values)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = np.nan_to_num(np.nanmedian(with_nan, axis=(2, 3)), nan=0.0)  # all-invalid planes: 0
+        assert np.allclose(masked_medians(values, invalid), expected)
