@@ -1,5 +1,5 @@
-"""Distillation page: the KD loss (from the registry, with its own parameters), SemBridge's parts
-and the DynM schedule."""
+"""Distillation page: the KD loss (from the registry, with its own parameters), SemBridge's parts,
+the DynM schedule and the matching's guards against hub teachers (CSLS, teacher capacity)."""
 from __future__ import annotations
 
 import dataclasses
@@ -19,6 +19,8 @@ class DistillPage(WizardPage):
     """KD loss (from the registry, with its own parameters), SemBridge parts and the DynM schedule."""
 
     def __init__(self, wizard) -> None:
+        from sembridge_engine.config import spec_of
+
         super().__init__("Distillation", "How the RGB student learns from the MS teacher.")
         self._wizard = wizard
         self.param_editors: dict[str, QWidget] = {}
@@ -42,6 +44,10 @@ class DistillPage(WizardPage):
         self.probe_size = setting_spin("distill.probe_size", step=16)
         self.schedule_label = QLabel()
         self.schedule_label.setWordWrap(True)
+        self.similarity_combo = QComboBox()
+        self.similarity_combo.addItems(spec_of("distill.ssm_similarity").allowed())
+        self.csls_neighbours = setting_spin("distill.csls_neighbours")
+        self.teacher_capacity = setting_spin("distill.teacher_capacity", decimals=2, step=0.5)
 
         parts = QVBoxLayout()
         for key, check in (("distill.ssm", self.ssm_check), ("distill.dynm", self.dynm_check),
@@ -61,6 +67,12 @@ class DistillPage(WizardPage):
         dynm_layout = QVBoxLayout(dynm_box)
         dynm_layout.addLayout(schedule)
         dynm_layout.addWidget(self.schedule_label)
+        hubs_box = QGroupBox("Spreading the teaching over more MS tiles")
+        hubs = QFormLayout(hubs_box)
+        for key, widget in (("distill.ssm_similarity", self.similarity_combo),
+                            ("distill.csls_neighbours", self.csls_neighbours),
+                            ("distill.teacher_capacity", self.teacher_capacity)):
+            add_setting_row(hubs, key, widget)
 
         left = QVBoxLayout()
         form = QFormLayout()
@@ -74,6 +86,7 @@ class DistillPage(WizardPage):
         right.addWidget(parts_box)
         right.addLayout(weights)
         right.addWidget(dynm_box)
+        right.addWidget(hubs_box)
         right.addStretch(1)
         layout = QHBoxLayout(self)
         layout.addLayout(left, 1)
@@ -85,6 +98,8 @@ class DistillPage(WizardPage):
         self.dynm_check.toggled.connect(self.update_schedule)
         self.ot1_check.toggled.connect(self.update_enabled)
         self.ot2_check.toggled.connect(self.update_enabled)
+        self.ssm_check.toggled.connect(self.update_enabled)
+        self.similarity_combo.currentTextChanged.connect(self.update_enabled)
 
     def initializePage(self) -> None:
         from sembridge_engine.distill.losses import KD_LOSSES
@@ -107,6 +122,9 @@ class DistillPage(WizardPage):
         self.e_mu.setValue(distill.e_mu)
         self.planner_width.setValue(distill.planner_width)
         self.probe_size.setValue(distill.probe_size)
+        self.similarity_combo.setCurrentText(distill.ssm_similarity)
+        self.csls_neighbours.setValue(distill.csls_neighbours)
+        self.teacher_capacity.setValue(distill.teacher_capacity)
         self._loss_changed(params=distill.params, pssm=distill.pssm)
 
     def set_loss(self, name: str) -> None:
@@ -144,8 +162,11 @@ class DistillPage(WizardPage):
         has no teacher, so nothing to match)."""
         config = self.chosen_parts()
         for widget in (self.ssm_check, self.dynm_check, self.lambda1, self.gamma, self.e0, self.delta_e, self.e_mu,
-                       self.probe_size):
+                       self.probe_size, self.teacher_capacity):
             widget.setEnabled(config.uses_teacher)
+        matching = config.uses_teacher and self.ssm_check.isChecked()
+        self.similarity_combo.setEnabled(matching)
+        self.csls_neighbours.setEnabled(matching and self.similarity_combo.currentText() == "csls")
         for widget in (self.heads, self.planner_width):
             widget.setEnabled(config.uses_planner)
         self.update_schedule()
@@ -195,6 +216,9 @@ class DistillPage(WizardPage):
         distill.heads = self.heads.value()
         distill.e0, distill.delta_e, distill.e_mu = self.e0.value(), self.delta_e.value(), self.e_mu.value()
         distill.planner_width, distill.probe_size = self.planner_width.value(), self.probe_size.value()
+        distill.ssm_similarity = self.similarity_combo.currentText()
+        distill.csls_neighbours = self.csls_neighbours.value()
+        distill.teacher_capacity = round(self.teacher_capacity.value(), 4)
         return True
 
 

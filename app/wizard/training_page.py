@@ -1,5 +1,6 @@
-"""Training page: epochs, batch sizes and learning rates per stage, tile sizes, seed, device, run
-name and output folder; the remaining settings under "More settings"."""
+"""Training page: epochs, batch sizes and learning rates per stage, augmentation and model
+selection, tile sizes, seed, device, run name and output folder; the remaining settings under
+"More settings"."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,7 @@ from PySide6.QtWidgets import (
 
 from app.widgets import PathField, error_label, setting_spin, show_error
 from app.wizard.advanced import AdvancedSettings
-from app.setting_fields import add_setting_row, help_label, spec_text, tooltip_html
+from app.setting_fields import add_setting_row, explain, help_label, setting_check, spec_text, tooltip_html
 from app.wizard.frame import WizardPage
 
 STAGES = ("teacher", "matcher", "student")
@@ -51,6 +52,7 @@ class TrainingPage(WizardPage):
         grid.setColumnStretch(4, 1)
         grid_help = help_label("<br>".join(f"<b>{spec_text(key)[0]}:</b> {spec_text(key)[1]}"
                                            for key in ("teacher.epochs", "student.batch_size", "student.lr")))
+        recipe_box = self._recipe_box()
         self.ms_tile = setting_spin("data.ms_tile_size", step=16)
         self.rgb_tile = setting_spin("data.rgb_tile_size", step=16)
         self.seed = setting_spin("train.seed")
@@ -74,10 +76,31 @@ class TrainingPage(WizardPage):
         layout = QVBoxLayout(self)
         layout.addLayout(grid)
         layout.addWidget(grid_help)
+        layout.addWidget(recipe_box)
         layout.addLayout(form)
         layout.addWidget(advanced_box)
         layout.addWidget(self.error_label)
         layout.addStretch(1)
+
+    def _recipe_box(self) -> QGroupBox:
+        """Augmentation (both modalities; colour jitter RGB only) and how the kept epoch is chosen."""
+        self.dihedral_check = setting_check("augment.dihedral")
+        self.crop_min = setting_spin("augment.crop_min", decimals=2, step=0.05)
+        self.colour_jitter = setting_spin("augment.colour_jitter", decimals=2, step=0.05)
+        self.precise_bn_check = setting_check("train.precise_bn")
+        self.selection_window = setting_spin("train.selection_window")
+        box = QGroupBox("Augmentation and model selection")
+        layout = QVBoxLayout(box)
+        form = QFormLayout()
+        layout.addWidget(explain(self.dihedral_check, "augment.dihedral"))
+        add_setting_row(form, "augment.crop_min", self.crop_min)
+        add_setting_row(form, "augment.colour_jitter", self.colour_jitter)
+        layout.addLayout(form)
+        layout.addWidget(explain(self.precise_bn_check, "train.precise_bn"))
+        selection = QFormLayout()
+        add_setting_row(selection, "train.selection_window", self.selection_window)
+        layout.addLayout(selection)
+        return box
 
     def initializePage(self) -> None:
         from sembridge_engine.device import list_devices
@@ -100,6 +123,11 @@ class TrainingPage(WizardPage):
         self.ms_tile.setValue(config.data.ms_tile_size)
         self.rgb_tile.setValue(config.data.rgb_tile_size)
         self.seed.setValue(config.train.seed)
+        self.dihedral_check.setChecked(config.augment.dihedral)
+        self.crop_min.setValue(config.augment.crop_min)
+        self.colour_jitter.setValue(config.augment.colour_jitter)
+        self.precise_bn_check.setChecked(config.train.precise_bn)
+        self.selection_window.setValue(config.train.selection_window)
         self.device_combo.clear()
         for name, description in list_devices():
             self.device_combo.addItem(description, name)
@@ -137,6 +165,11 @@ class TrainingPage(WizardPage):
         config.data.ms_tile_size = self.ms_tile.value()
         config.data.rgb_tile_size = self.rgb_tile.value()
         config.train.seed = self.seed.value()
+        config.augment.dihedral = self.dihedral_check.isChecked()
+        config.augment.crop_min = round(self.crop_min.value(), 4)
+        config.augment.colour_jitter = round(self.colour_jitter.value(), 4)
+        config.train.precise_bn = self.precise_bn_check.isChecked()
+        config.train.selection_window = self.selection_window.value()
         device = self.device_combo.currentData() or "auto"
         config.train.device = "cuda" if device.startswith("cuda") else device
         config.name = name
