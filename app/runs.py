@@ -1,5 +1,6 @@
 """Projects & runs: the open project, the runs under the output folder with key settings and final
-metrics, overlaid curves for the selected runs, and Resume for interrupted ones."""
+metrics, overlaid curves for the selected runs, Resume for interrupted ones and Export model for
+finished ones (app/export_dialog.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,6 +12,7 @@ from PySide6.QtWidgets import (
     QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
+from app.export_dialog import ExportDialog
 from app.monitor.plots import PALETTE
 from app.settings import Settings
 from app.widgets import ask_folder, ask_open_file, open_folder
@@ -126,8 +128,13 @@ class RunsPanel(QWidget):
         self.folder_button.clicked.connect(self._open_selected_folder)
         self.bundle_button = QPushButton("Classify with this model")
         self.bundle_button.clicked.connect(self._use_selected_bundle)
+        self.export_button = QPushButton("Export model…")
+        self.export_button.setToolTip("Write the run's model bundle to a file of your choice, optionally with a "
+                                      "QGIS (Deepness) model beside it")
+        self.export_button.clicked.connect(self.export_selected)
+        self.export_dialog: ExportDialog | None = None
         buttons = QHBoxLayout()
-        for button in (self.resume_button, self.show_button, self.folder_button, self.bundle_button):
+        for button in (self.resume_button, self.show_button, self.folder_button, self.bundle_button, self.export_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
 
@@ -246,6 +253,7 @@ class RunsPanel(QWidget):
         self.show_button.setEnabled(single is not None)
         self.folder_button.setEnabled(single is not None)
         self.bundle_button.setEnabled(single is not None and single.has_bundle)
+        self.export_button.setEnabled(single is not None and single.has_bundle)
         metrics = [metric for metric in CURVE_METRICS if any(run.curve(metric)[0] for run in runs)]
         current = self.metric_combo.currentText()
         self.metric_combo.blockSignals(True)
@@ -306,3 +314,9 @@ class RunsPanel(QWidget):
         runs = self.selected_runs()
         if len(runs) == 1 and runs[0].has_bundle:
             self.useBundleRequested.emit(str(runs[0].bundle_path))
+
+    def export_selected(self) -> None:
+        runs = self.selected_runs()
+        if len(runs) == 1 and runs[0].has_bundle:
+            self.export_dialog = ExportDialog(self.settings, runs[0].root, self)
+            self.export_dialog.open()

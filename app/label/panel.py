@@ -1,6 +1,7 @@
 """Label map panel: scenes (each with its own band choice and area of interest), a model bundle,
 the engine's pre-flight plan with its scale and radiometry warnings, labelling with progress and
-cancel, and the map view of the scene before and after labelling."""
+cancel, the map view of the scene before and after labelling, and its accuracy against reference
+data (app/label/assessment.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,6 +12,7 @@ from PySide6.QtWidgets import (
     QProgressBar, QPushButton, QScrollArea, QSpinBox, QSplitter, QStyle, QVBoxLayout, QWidget,
 )
 
+from app.label.assessment import AssessmentBox
 from app.label.jobs import SceneEntry, existing_outputs, label_job, plan_job
 from app.label.map_view import MapView
 from app.label.bands import BandChooser
@@ -95,6 +97,7 @@ class LabelPanel(QWidget):
         self.open_button = QPushButton("Open output folder")
         self.open_button.setEnabled(False)
         self.open_button.clicked.connect(self.open_output_folder)
+        self.assessment = AssessmentBox(settings)
 
         scenes_box = QGroupBox("Scenes")
         scenes_layout = QVBoxLayout(scenes_box)
@@ -127,6 +130,7 @@ class LabelPanel(QWidget):
         controls_layout.addWidget(self.bands_box)
         controls_layout.addWidget(preflight)
         controls_layout.addWidget(self.error_label)
+        controls_layout.addWidget(self.assessment)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(controls)
@@ -200,6 +204,7 @@ class LabelPanel(QWidget):
     def _scene_chosen(self) -> None:
         entry = self.current_entry()
         self._show_entry()
+        self.assessment.set_map(entry.result.classes if entry is not None and entry.result is not None else None)
         if entry is not None and entry.info is not None:
             self._show_scene_on_map(entry)
 
@@ -416,6 +421,7 @@ class LabelPanel(QWidget):
     def _failed(self, message: str, cancelled: bool) -> None:
         """Nothing of a failed or cancelled job stays on show: no old map, no full progress bar."""
         self.results = []
+        self.assessment.set_map(None)
         self.map_view.clear_labels()
         self.open_button.setEnabled(False)
         self.progress.setRange(0, 1)
@@ -450,6 +456,7 @@ class LabelPanel(QWidget):
 
     def _show_result(self, entry: SceneEntry) -> None:
         result = entry.result
+        self.assessment.set_map(result.classes)
         self.map_view.show_labels(str(result.classes), str(result.confidence), self.bundle.class_names,
                                   self.bundle.colours, result.class_shares)
 

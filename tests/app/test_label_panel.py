@@ -1,10 +1,12 @@
 """Label map on the bundled scene: per-scene bands and areas, the engine's pre-flight plan in the
-panel's words, outputs written (never replaced unasked), the map view before and after."""
+panel's words, outputs written (never replaced unasked), the map view before and after, the map's
+accuracy against the scene's reference polygons."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import geopandas
 import numpy as np
 import pytest
 import rasterio
@@ -18,6 +20,7 @@ from sembridge_engine.labelling.options import PixelWindow
 
 SCENE = demo_project() / "scene" / "ucmerced_mosaic.tif"         # 0.3 m aerial RGB: the model's own scale
 COARSE_SCENE = demo_project() / "scene" / "scene_subset.tif"    # 300 m Landsat: far coarser than training
+REFERENCE = demo_project() / "scene" / "ucmerced_mosaic_reference.gpkg"  # the true class of each block
 
 
 def crop(path: Path, target: Path, bands_at: tuple[int, ...] | None = None, size: int = 768) -> Path:
@@ -175,3 +178,66 @@ def test_an_unreadable_scene_shows_the_engine_message(qtbot, panel, tmp_path):
     assert panel.current_entry().plan is None
     assert "bad.tif" in panel.error_label.text()
     assert not panel.run_button.isEnabled()
+
+
+def assess(qtbot, box) -> None:
+    assert box.assess_button.isEnabled(), box.assess_button.toolTip()
+    with qtbot.waitSignal(box.assessed, timeout=60000):
+        box.assess_button.click()
+
+
+def test_the_labelled_map_is_assessed_against_the_scenes_reference(qtbot, panel, tmp_path):
+    from sembridge_engine.labelling.assess import assess_map
+
+    box = panel.assessment
+    with qtbot.waitSignal(box.layoutRead, timeout=30000):
+        box.reference_field.set_path(REFERENCE)
+    assert box.column_combo.currentText() == "class" and not box.column_note.isVisibleTo(box)
+    assert not box.assess_button.isEnabled(), "nothing to assess before the scene is labelled"
+    add_and_plan(qtbot, panel, SCENE)
+    label(qtbot, panel, tmp_path / "maps")
+    classes = panel.current_entry().result.classes
+    assess(qtbot, box)
+    assert box.assessment is not None, box.error_label.text()
+    expected = assess_map(classes, REFERENCE).to_dict()["units"]
+    polygons = box.accuracy()
+    assert box.unit_combo.currentData() == "polygons" and polygons.samples == 36, "one sample per block of the mosaic"
+    assert polygons.to_dict() == expected["polygons"]
+    low, high = polygons.interval()
+    assert f"Overall accuracy {polygons.overall:.1%}" in box.overall_label.text()
+    assert f"{low:.1%} – {high:.1%}" in box.overall_label.text()
+    assert box.table.rowCount() == len(panel.bundle.class_names)
+    for row, entry in enumerate(expected["polygons"]["classes"]):
+        shown = [box.table.item(row, column).text() for column in range(box.table.columnCount())]
+        users = "–" if entry["users_accuracy"] is None else f"{entry['users_accuracy']:.1%}"
+        assert shown[0] == entry["class_name"] and shown[1] == users and shown[4] == str(entry["reference_count"])
+    box.unit_combo.setCurrentIndex(box.unit_combo.findData("pixels"))
+    assert box.accuracy().samples == expected["pixels"]["samples"] > 36 * 1000
+    written = json.loads((classes.parent / "ucmerced_mosaic_assessment.json").read_text())
+    assert written["units"] == expected, "the JSON beside the map holds what the panel shows"
+    assert {path.name for path in box.written} == {"ucmerced_mosaic_assessment.json", "ucmerced_mosaic_assessment_pixels.csv",
+                                                     "ucmerced_mosaic_assessment_polygons.csv"}
+
+    box.column_combo.setCurrentText("ucmerced_class")  # UC Merced's own names: only forest and river are map classes
+    assess(qtbot, box)
+    assert 0 < box.accuracy().samples < 36
+    assert "left out" in box.error_label.text() and "agricultural" in box.error_label.text()
+
+    reference = geopandas.read_file(REFERENCE)
+    elsewhere = tmp_path / "reference_elsewhere.gpkg"
+    reference.set_geometry(reference.geometry.translate(50_000, 0)).to_file(elsewhere)
+    with qtbot.waitSignal(box.layoutRead, timeout=30000):
+        box.reference_field.set_path(elsewhere)
+    assess(qtbot, box)
+    assert box.assessment is None and box.table.rowCount() == 0 and not box.overall_label.text()
+    assert "Assessment failed" in box.error_label.text() and "no reference sample" in box.error_label.text()
+
+    renamed = tmp_path / "reference_without_a_class_column.gpkg"
+    reference.rename(columns={"class": "truth"}).to_file(renamed)
+    with qtbot.waitSignal(box.layoutRead, timeout=30000):
+        box.reference_field.set_path(renamed)
+    assert box.column_combo.currentIndex() == -1 and "choose the one holding the class" in box.column_note.text()
+    assert not box.assess_button.isEnabled()
+    box.column_combo.setCurrentText("truth")
+    assess(qtbot, box)
+    assert box.accuracy().to_dict() == expected["polygons"], "the chosen column gives the same assessment"

@@ -1,9 +1,15 @@
 """Runs & comparison: runs read from their folders, curves overlaid, metrics tabulated."""
 from __future__ import annotations
 
+import json
 import shutil
 
+import numpy as np
+import onnxruntime
+import rasterio
+
 from app.runs import RunsPanel, latest_bundle
+from resources import demo_project
 from sembridge_engine.training.rundir import list_runs
 
 
@@ -38,3 +44,49 @@ def test_runs_are_listed_and_compared(qtbot, settings, trained_run, tmp_path):
         panel.bundle_button.click()
     assert blocker.args == [str(first / "model.sembridge")]
     assert len(list_runs(output)) == 2
+
+
+def test_a_run_is_exported_with_or_without_its_qgis_model(qtbot, settings, trained_run, tmp_path):
+    from sembridge_engine.bundle import load_bundle
+
+    settings.output_dir = str(trained_run.parent)
+    panel = RunsPanel(settings)
+    qtbot.addWidget(panel)
+    panel.refresh()
+    panel.select_runs([trained_run])
+    panel.export_button.click()
+    dialog = panel.export_dialog
+    assert dialog.isVisible() and not dialog.qgis_check.isChecked()
+    assert dialog.path_edit.text() == str(trained_run / f"{trained_run.name}.sembridge")
+
+    plain = tmp_path / "plain" / "model.sembridge"
+    plain.parent.mkdir()
+    dialog.path_edit.setText(str(plain))
+    with qtbot.waitSignal(dialog.exported, timeout=180000):
+        dialog.export_button.click()
+    assert dialog.outcome is not None, dialog.error_label.text()
+    assert load_bundle(plain).class_names == load_bundle(trained_run / "model.sembridge").class_names
+    assert sorted(path.name for path in plain.parent.iterdir()) == ["model.sembridge"], "no QGIS model unasked"
+
+    qgis_bundle = tmp_path / "qgis" / "for_qgis.sembridge"
+    qgis_bundle.parent.mkdir()
+    dialog.path_edit.setText(str(qgis_bundle))
+    dialog.qgis_check.setChecked(True)
+    with qtbot.waitSignal(dialog.exported, timeout=180000):
+        dialog.export_button.click()
+    onnx_path = qgis_bundle.with_name("for_qgis_qgis.onnx")
+    assert dialog.outcome.qgis == onnx_path and onnx_path.is_file(), dialog.error_label.text()
+    assert str(onnx_path) in dialog.status_label.text() and "Deepness" in dialog.status_label.text()
+    bundle = load_bundle(qgis_bundle)
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    metadata = {key: json.loads(value) for key, value in session.get_modelmeta().custom_metadata_map.items()}
+    assert metadata["model_type"] == "Segmentor"
+    assert metadata["class_names"] == {str(index): name for index, name in enumerate(bundle.class_names)}
+    size = int(metadata["tiles_size"])
+    with rasterio.open(demo_project() / "scene" / "ucmerced_mosaic.tif") as scene:
+        tile = scene.read(window=rasterio.windows.Window(0, 0, size, size)).astype(np.float32)
+    mean = np.asarray(metadata["standardization_mean"], np.float32)[:, None, None]
+    std = np.asarray(metadata["standardization_std"], np.float32)[:, None, None]
+    probabilities = session.run(None, {session.get_inputs()[0].name: ((tile / 255 - mean) / std)[None]})[0]
+    assert probabilities.shape == (1, len(bundle.class_names), size, size)
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
