@@ -59,7 +59,7 @@ def main() -> int:
     os.environ["SEMBRIDGE_CACHE_DIR"] = str(home / "cache")
 
     from PySide6.QtCore import QCoreApplication, QEvent, QRectF
-    from PySide6.QtWidgets import QApplication
+    from PySide6.QtWidgets import QApplication, QScrollArea
 
     from app.help import show_method_help
     from app.main_window import MainWindow
@@ -147,6 +147,12 @@ def main() -> int:
     label.map_view.viewbox.setRange(QRectF(0, 60, 900, 680), padding=0)  # the area's corner, zoomed in
     wait_for(label.map_view.detailShown, 60000)
     label.map_view.hover_label.setText(label.map_view.describe_pixel(640, 560))  # as under the mouse
+    assessment = label.assessment
+    assessment.reference_field.set_path(demo_project() / "scene" / "ucmerced_mosaic_reference.gpkg")
+    wait_for(assessment.layoutRead, 60000)
+    assessment.start()
+    wait_for(assessment.assessed, 120000)
+    label.findChild(QScrollArea).ensureWidgetVisible(assessment.table)
     shoot("label_map")
     window.close()
     window.deleteLater()

@@ -5,7 +5,8 @@ shufflenet_v2_x0_5, 32 px tiles) trains through a TrainWorker (in its own proces
 panel draws its events. Prints max / p99 / p50 gaps (the target is a max gap under 100 ms) and the
 signal rate. For the longest gaps it also prints how much CPU the UI thread itself used in them:
 a long gap with little UI CPU is the machine (other processes, starved cores), not the app.
-``--load N`` keeps N busy processes running beside the run (a loaded machine).
+``--load N`` keeps N busy processes running beside the run (a loaded machine); ``--real-x`` draws
+on a real X server (tools/xserver.py: the display, or a private Xvfb) instead of offscreen.
 Settings, runs and the teacher cache go to a temporary folder.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python tests/benchmarks/bench_gui_stall.py [--student-epochs 3] [--load 2]
@@ -41,17 +42,23 @@ def main() -> int:
     parser.add_argument("--load", type=int, default=0, help="busy processes to run beside the training run")
     parser.add_argument("--map", action="store_true",
                         help="also show the Label map's map view of the demo mosaic, zoomed in, during the run")
+    parser.add_argument("--real-x", action="store_true",
+                        help="draw on a real X server (DISPLAY, or a private Xvfb) instead of the offscreen platform")
     parser.add_argument("--switch-interval-ms", type=float, default=0.0,
                         help="set sys.setswitchinterval (GIL hand-over period) for an experiment")
     args = parser.parse_args()
     if args.switch_interval_ms:
         sys.setswitchinterval(args.switch_interval_ms / 1000)
+    sys.path.insert(0, str(ROOT))
+    if args.real_x:
+        from tools.xserver import choose_qt_platform
+
+        choose_qt_platform()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as app.main does; try =ACTIVE to compare
     home = Path(tempfile.mkdtemp(prefix="sembridge-bench-"))
     os.environ["SEMBRIDGE_STUDIO_HOME"] = str(home)
     os.environ["SEMBRIDGE_CACHE_DIR"] = str(home / "cache")
-    sys.path.insert(0, str(ROOT))
 
     from PySide6.QtCore import QCoreApplication, QElapsedTimer, QEvent, QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
@@ -141,6 +148,8 @@ def main() -> int:
 
     values = np.array(gaps[1:])
     cpu = np.array(ui_cpu[1:])
+    print(f"Qt platform: {os.environ['QT_QPA_PLATFORM']}{' (DISPLAY ' + os.environ.get('DISPLAY', '') + ')' if os.environ['QT_QPA_PLATFORM'] == 'xcb' else ''}, "
+          f"map view open: {args.map}")
     print(f"engine import + warm-up (app start-up, before the probe): {import_seconds:.1f} s")
     print(f"run: {run_seconds:.1f} s, result: {'ok' if not worker.error else worker.error}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, busy processes beside it: {args.load}, "
