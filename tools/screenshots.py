@@ -152,7 +152,9 @@ def main() -> int:
     wait_for(assessment.layoutRead, 60000)
     assessment.start()
     wait_for(assessment.assessed, 120000)
-    label.findChild(QScrollArea).ensureWidgetVisible(assessment.table)
+    settle(app)
+    controls = label.findChild(QScrollArea).verticalScrollBar()
+    controls.setValue(controls.maximum())  # the assessment, at the foot of the panel's controls
     shoot("label_map")
     window.close()
     window.deleteLater()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QTableWidget,
+    QAbstractItemView, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableWidget,
     QTableWidgetItem, QVBoxLayout,
 )
 
@@ -22,9 +22,13 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img")
 REFERENCE_FILTER = ("Reference data (*.gpkg *.shp *.geojson *.json *.fgb *.tif *.tiff *.vrt *.img);;"
                     "Vector files (*.gpkg *.shp *.geojson *.json *.fgb);;Class rasters (*.tif *.tiff *.vrt *.img);;"
                     "All files (*)")
-COLUMNS = ("Class", "User's accuracy", "Producer's accuracy", "F1", "Reference", "Map")
-UNIT_NAMES = {"polygons": "per polygon (majority of the map inside it)", "pixels": "per pixel",
-              "points": "per point"}
+# Short headers (the panel's column is narrow), each explained in its tooltip.
+COLUMNS = (("Class", "The map's class"),
+           ("UA", "User's accuracy: of what the map labels as this class, the share that is this class on the ground"),
+           ("PA", "Producer's accuracy: of the ground that is this class, the share the map labels as this class"),
+           ("F1", "F1: the harmonic mean of user's and producer's accuracy"),
+           ("n", "Reference samples of this class"))
+UNIT_NAMES = {"polygons": "polygons (majority)", "pixels": "pixels", "points": "points"}
 
 
 @dataclass
@@ -111,10 +115,18 @@ class AssessmentBox(QGroupBox):
         self.overall_label.setWordWrap(True)
         self.overall_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
+        for column, (title, explanation) in enumerate(COLUMNS):
+            header = QTableWidgetItem(title)
+            header.setToolTip(explanation)
+            self.table.setHorizontalHeaderItem(column, header)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().hide()
-        self.table.setMinimumHeight(120)
+        self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 6)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)  # long class names are elided, not scrolled
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.written_label = QLabel()
         self.written_label.setWordWrap(True)
         self.written_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -280,14 +292,16 @@ class AssessmentBox(QGroupBox):
         self.table.setRowCount(len(rows))
         for row, entry in enumerate(rows):
             cells = (entry["class_name"], percent(entry["users_accuracy"]), percent(entry["producers_accuracy"]),
-                     "–" if entry["f1"] is None else f"{entry['f1']:.2f}", str(entry["reference_count"]),
-                     str(entry["map_count"]))
+                     "–" if entry["f1"] is None else f"{entry['f1']:.2f}", str(entry["reference_count"]))
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if column:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, column, item)
-        self.table.resizeColumnsToContents()
+        self.table.show()
+        self.table.resizeRowsToContents()
+        self.table.setFixedHeight(self.table.horizontalHeader().height() + self.table.verticalHeader().length()
+                                  + 2 * self.table.frameWidth() + 2)  # every class visible, no inner scrolling
 
     def clear_result(self) -> None:
         self.assessment, self.written = None, []
@@ -295,5 +309,6 @@ class AssessmentBox(QGroupBox):
         self.unit_combo.setEnabled(False)
         self.overall_label.setText("")
         self.table.setRowCount(0)
+        self.table.hide()
         self.written_label.setText("")
         show_error(self.error_label, "")
