@@ -241,3 +241,10 @@ def test_the_labelled_map_is_assessed_against_the_scenes_reference(qtbot, panel,
     box.column_combo.setCurrentText("truth")
     assess(qtbot, box)
     assert box.accuracy().to_dict() == expected["polygons"], "the chosen column gives the same assessment"
+
+    with qtbot.waitSignal(box.layoutRead, timeout=30000):
+        box.reference_field.set_path(classes)  # a class raster as reference: the map against itself
+    assert not box.column_combo.isVisibleTo(box), "a raster has no class column to choose"
+    assess(qtbot, box)
+    assert box.unit_combo.currentData() == "pixels" and box.accuracy().overall == 1.0
+    assert box.accuracy().samples == expected["pixels"]["samples"]
