@@ -48,6 +48,8 @@ class DistillPage(WizardPage):
         self.similarity_combo.addItems(spec_of("distill.ssm_similarity").allowed())
         self.csls_neighbours = setting_spin("distill.csls_neighbours")
         self.teacher_capacity = setting_spin("distill.teacher_capacity", decimals=2, step=0.5)
+        self.ot_scale_combo = QComboBox()
+        self.ot_scale_combo.addItems(spec_of("distill.ot_scale").allowed())
 
         parts = QVBoxLayout()
         for key, check in (("distill.ssm", self.ssm_check), ("distill.dynm", self.dynm_check),
@@ -56,7 +58,8 @@ class DistillPage(WizardPage):
         parts_box = QGroupBox("SemBridge's parts")
         parts_box.setLayout(parts)
         weights = QFormLayout()
-        for key, spin in (("distill.lambda1", self.lambda1), ("distill.gamma", self.gamma),
+        for key, spin in (("distill.lambda1", self.lambda1), ("distill.ot_scale", self.ot_scale_combo),
+                          ("distill.gamma", self.gamma),
                           ("distill.heads", self.heads), ("distill.planner_width", self.planner_width),
                           ("distill.probe_size", self.probe_size)):
             add_setting_row(weights, key, spin)
@@ -125,6 +128,7 @@ class DistillPage(WizardPage):
         self.similarity_combo.setCurrentText(distill.ssm_similarity)
         self.csls_neighbours.setValue(distill.csls_neighbours)
         self.teacher_capacity.setValue(distill.teacher_capacity)
+        self.ot_scale_combo.setCurrentText(distill.ot_scale)
         self._loss_changed(params=distill.params, pssm=distill.pssm)
 
     def set_loss(self, name: str) -> None:
@@ -169,6 +173,7 @@ class DistillPage(WizardPage):
         self.csls_neighbours.setEnabled(matching and self.similarity_combo.currentText() == "csls")
         for widget in (self.heads, self.planner_width):
             widget.setEnabled(config.uses_planner)
+        self.ot_scale_combo.setEnabled(config.uses_teacher and (config.distill.ot1 or config.distill.ot2))
         self.update_schedule()
 
     @staticmethod
@@ -219,6 +224,7 @@ class DistillPage(WizardPage):
         distill.ssm_similarity = self.similarity_combo.currentText()
         distill.csls_neighbours = self.csls_neighbours.value()
         distill.teacher_capacity = round(self.teacher_capacity.value(), 4)
+        distill.ot_scale = self.ot_scale_combo.currentText()
         return True
 
 

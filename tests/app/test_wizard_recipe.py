@@ -1,5 +1,5 @@
 """The training recipe's settings (augmentation, precise BatchNorm, model selection, hub-aware
-matching, pretrained weights) set through the wizard's widgets land in the RunConfig and its TOML."""
+matching, the alignment terms' scale, pretrained weights) set through the wizard's widgets land in the RunConfig and its TOML."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -67,6 +67,8 @@ def test_recipe_settings_round_trip_through_the_wizard(qtbot, window, tmp_path, 
     assert distill.csls_neighbours.isEnabled()
     distill.csls_neighbours.setValue(7)
     distill.teacher_capacity.setValue(1.5)
+    assert distill.ot_scale_combo.currentText() == "paper"
+    distill.ot_scale_combo.setCurrentText("trace")
     assert wizard.next()
 
     training = wizard.page_training
@@ -85,7 +87,7 @@ def test_recipe_settings_round_trip_through_the_wizard(qtbot, window, tmp_path, 
         assert (config.augment.dihedral, config.augment.crop_min, config.augment.colour_jitter) == (False, 0.75, 0.1)
         assert (config.train.precise_bn, config.train.selection_window, config.train.sync_batchnorm) == (False, 5, True)
         assert (config.distill.ssm_similarity, config.distill.csls_neighbours) == ("csls", 7)
-        assert config.distill.teacher_capacity == 1.5
+        assert config.distill.teacher_capacity == 1.5 and config.distill.ot_scale == "trace"
         assert (config.teacher.arch, config.teacher.pretrained) == ("mobilenet_v2", "imagenet")
         assert config.matcher.pretrained == ""
         assert config.student.pretrained == str(weights)
