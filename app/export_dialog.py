@@ -52,8 +52,9 @@ def describe(outcome: ExportOutcome) -> str:
         entries = outcome.qgis_metadata or {}
         resolution = (f"{entries['resolution']:g} cm/px" if "resolution" in entries
                       else "unknown to the model: set the layer's resolution in Deepness")
-        lines.append(f"Wrote {outcome.qgis} (QGIS Deepness model: {entries.get('tiles_size')} px tiles, "
-                     f"{entries.get('tiles_overlap')} % overlap, resolution {resolution})")
+        lines.append(f"Wrote {outcome.qgis}")
+        lines.append(f"QGIS Deepness model: {entries.get('tiles_size')} px tiles, {entries.get('tiles_overlap')} % "
+                     f"overlap, resolution {resolution}")
     return "\n".join(lines)
 
 
@@ -95,7 +96,7 @@ class ExportDialog(QDialog):
         layout.addWidget(self.status_label)
         layout.addWidget(self.error_label)
         layout.addWidget(self.buttons)
-        self.resize(560, 0)
+        self.resize(640, 0)
 
     def _choose(self) -> None:
         chosen = ask_save_file(self, self.settings, "bundle_export", "Export model bundle", Path(self.path_edit.text()).name,
