@@ -226,8 +226,8 @@ def _vrt(target: Path, parts: list[tuple[Path, int]], height: int) -> None:
     write_text_atomic(target, ElementTree.tostring(root, encoding="unicode"))
 
 
-def _joined_polygons(bundle, classes: Path, confidence: Path, target: Path, block: int) -> None:
-    """A striped scene's class polygons, from its joined rasters, with each class's mean confidence (as label_scene)."""
+def _class_statistics(bundle, classes: Path, confidence: Path, block: int) -> tuple[np.ndarray, list[float | None]]:
+    """Pixels and mean confidence per class of joined rasters (what label_scene's writer counts as it goes)."""
     import rasterio
     from rasterio.windows import Window
 
@@ -240,14 +240,29 @@ def _joined_polygons(bundle, classes: Path, confidence: Path, target: Path, bloc
             valid = labels != class_raster.nodata
             pixels += np.bincount(labels[valid], minlength=count)
             confidence_sum += np.bincount(labels[valid], weights=confidence_raster.read(1, window=window)[valid], minlength=count)
-    mean_confidence = [float(total / number) if number else None for total, number in zip(confidence_sum, pixels)]
-    with atomic_output(target) as temporary:
-        writers.write_polygons(temporary, classes, bundle.class_names, mean_confidence, block)
+    return pixels, [float(total / number) if number else None for total, number in zip(confidence_sum, pixels)]
+
+
+def _joined_maps(bundle, scene: str, outputs: dict[str, str], out_dir: Path, options: LabelOptions) -> None:
+    """A striped scene's class polygons and preview, from its joined rasters, as label_scene draws a whole scene's."""
+    stem, classes = Path(scene).stem, Path(outputs["classes"])
+    pixels, mean_confidence = _class_statistics(bundle, classes, Path(outputs["confidence"]), options.block)
+    if options.polygons:
+        outputs["polygons"] = str(out_dir / f"{stem}_classes.gpkg")
+        with atomic_output(Path(outputs["polygons"])) as temporary:
+            writers.write_polygons(temporary, classes, bundle.class_names, mean_confidence, options.block)
+    if options.preview:
+        outputs["preview"] = str(out_dir / f"{stem}_preview.png")
+        shares = (pixels / max(int(pixels.sum()), 1)).tolist()
+        source = open_source(Path(scene), bundle, options.with_changes(rows=None))
+        with source.dataset, atomic_output(Path(outputs["preview"])) as temporary:
+            writers.write_preview(temporary, source, classes, bundle.class_names, bundle.colours, shares, block=options.block)
 
 
 def _scene_results(bundle, jobs: Sequence[LabelJob], records: Sequence[JobRecord], out_dir: Path,
                    options: LabelOptions) -> list[dict]:
-    """Per scene: status, seconds, errors, its jobs and its outputs (a striped scene's VRTs and polygons, written here)."""
+    """Per scene: status, seconds, errors, its jobs and its outputs (a striped scene's VRTs, polygons and preview,
+    written here)."""
     scenes = []
     for scene in dict.fromkeys(job.scene for job in jobs):
         mine = [record for record in records if record.scene == scene]
@@ -261,10 +276,7 @@ def _scene_results(bundle, jobs: Sequence[LabelJob], records: Sequence[JobRecord
                     outputs[key] = str(out_dir / f"{stem}_{key}.vrt")
                     _vrt(Path(outputs[key]), [(Path(record.outputs[key]), record.rows[0]) for record in mine], height)
             outputs["style"] = mine[0].outputs["style"]
-            if options.polygons:
-                outputs["polygons"] = str(out_dir / f"{stem}_classes.gpkg")
-                _joined_polygons(bundle, Path(outputs["classes"]), Path(outputs["confidence"]), Path(outputs["polygons"]),
-                                 options.block)
+            _joined_maps(bundle, scene, outputs, out_dir, options)
         scenes.append({"scene": scene, "status": status, "seconds": round(sum(record.seconds for record in mine), 3),
                        "errors": [record.error for record in mine if record.error], "outputs": outputs,
                        "jobs": [asdict(record) for record in mine]})
@@ -298,7 +310,7 @@ def write_index(target: Path, scenes: list[dict]) -> bool:
 
 def write_batch_outputs(bundle, jobs: Sequence[LabelJob], records: Sequence[JobRecord], out_dir: Path,
                         options: LabelOptions, processes: int, seconds: float) -> dict:
-    """Rank 0's part once every job is done: the VRTs and polygons of striped scenes, the index and the batch summary."""
+    """Rank 0's part once every job is done: the VRTs, polygons and previews of striped scenes, the index and the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     order = {job.name: position for position, job in enumerate(jobs)}
     records = sorted(records, key=lambda record: order[record.name])

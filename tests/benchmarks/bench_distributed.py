@@ -8,7 +8,7 @@ Measured (each run its own `sembridge` process, one OpenMP thread per process un
   * labelling: `sembridge label --scenes` of six copies of the demo UC Merced mosaic (1536 x 1536 px),
     and of one copy (row strips under torchrun), with the bundle the one-process run exported; the batch
     summary's seconds (planning to index, without interpreter start-up) and the command's wall time; no
-    previews (a striped scene gets none).
+    previews on either side.
 The ratios are one process's time over two processes' time, measured in the same invocation, one run at a
 time. The machine's 2 cores are shared with other jobs: read the load average printed beside them.
 
@@ -162,7 +162,7 @@ def main() -> int:
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     print(f"`python tests/benchmarks/bench_distributed.py` on {platform.machine()}, {os.cpu_count()} cores, "
-          f"{time.strftime('%Y-%m-%d')}, commit {commit or 'unknown'}; {_load()}")
+          f"{time.strftime('%Y-%m-%d')}, commit {commit or 'unknown'}; {_load()}\n\n```", flush=True)
     if "paper" in parts:
         on_paper()
     bundle = args.workdir / "run-1x1" / "model.sembridge"
@@ -170,6 +170,7 @@ def main() -> int:
         bundle = student_epochs(args.workdir)
     if "label" in parts:
         labelling(args.workdir, bundle)
+    print("```")
     return 0
 
 
