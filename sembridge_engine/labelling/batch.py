@@ -259,6 +259,18 @@ def _joined_maps(bundle, scene: str, outputs: dict[str, str], out_dir: Path, opt
             writers.write_preview(temporary, source, classes, bundle.class_names, bundle.colours, shares, block=options.block)
 
 
+def _join_strips(bundle, scene: str, records: Sequence[JobRecord], outputs: dict[str, str], out_dir: Path,
+                 options: LabelOptions) -> None:
+    """A striped scene's VRTs over its strip rasters, then its polygons and preview (``outputs`` gets their paths)."""
+    stem, height = Path(scene).stem, records[-1].rows[1]
+    for key in STRIPPED_OUTPUTS:
+        if key in records[0].outputs:
+            outputs[key] = str(out_dir / f"{stem}_{key}.vrt")
+            _vrt(Path(outputs[key]), [(Path(record.outputs[key]), record.rows[0]) for record in records], height)
+    outputs["style"] = records[0].outputs["style"]
+    _joined_maps(bundle, scene, outputs, out_dir, options)
+
+
 def _scene_results(bundle, jobs: Sequence[LabelJob], records: Sequence[JobRecord], out_dir: Path,
                    options: LabelOptions) -> list[dict]:
     """Per scene: status, seconds, errors, its jobs and its outputs (a striped scene's VRTs, polygons and preview,
@@ -269,17 +281,15 @@ def _scene_results(bundle, jobs: Sequence[LabelJob], records: Sequence[JobRecord
         statuses = {record.status for record in mine}
         status = next(state for state in STATUS_ORDER if state in statuses)
         outputs = dict(mine[0].outputs) if len(mine) == 1 else {}
+        errors = [record.error for record in mine if record.error]
         if len(mine) > 1 and status == "finished":
-            stem, height = Path(scene).stem, mine[-1].rows[1]
-            for key in STRIPPED_OUTPUTS:
-                if key in mine[0].outputs:
-                    outputs[key] = str(out_dir / f"{stem}_{key}.vrt")
-                    _vrt(Path(outputs[key]), [(Path(record.outputs[key]), record.rows[0]) for record in mine], height)
-            outputs["style"] = mine[0].outputs["style"]
-            _joined_maps(bundle, scene, outputs, out_dir, options)
+            try:
+                _join_strips(bundle, scene, mine, outputs, out_dir, options)
+            except Exception as error:  # reported like a failed job: the summary and the other scenes still get written
+                status = "failed"
+                errors.append(f"joining the strips: {type(error).__name__}: {error}")
         scenes.append({"scene": scene, "status": status, "seconds": round(sum(record.seconds for record in mine), 3),
-                       "errors": [record.error for record in mine if record.error], "outputs": outputs,
-                       "jobs": [asdict(record) for record in mine]})
+                       "errors": errors, "outputs": outputs, "jobs": [asdict(record) for record in mine]})
     return scenes
 
 

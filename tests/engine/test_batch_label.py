@@ -119,6 +119,22 @@ def test_a_corrupt_scene_is_reported_and_the_others_are_written(scale_bundle, sc
     assert list(index["scene"]) == [str(scenes["mosaic"])]
 
 
+def test_a_scene_whose_strips_cannot_be_joined_is_reported_failed(scale_bundle, scenes, tmp_path, monkeypatch):
+    jobs = plan_jobs(scale_bundle, [scenes["reflectance"]], OPTIONS, workers=2)
+    records = run_jobs(scale_bundle, jobs, tmp_path, OPTIONS)
+
+    def full_disk(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("sembridge_engine.labelling.writers.write_polygons", full_disk)
+    summary = write_batch_outputs(scale_bundle, jobs, records, tmp_path, OPTIONS, 2, 0.0)
+    (scene,) = summary["scenes"]
+    assert [job["status"] for job in scene["jobs"]] == ["finished", "finished"] and scene["status"] == "failed"
+    assert scene["errors"] == ["joining the strips: OSError: No space left on device"]
+    assert json.loads((tmp_path / SUMMARY_NAME).read_text())["scenes"][0]["status"] == "failed"
+    assert not list(tmp_path.glob("reflectance_classes.gpkg")) and summary["index"] is None
+
+
 def test_scenes_with_the_same_name_are_refused_before_any_work(scale_bundle, scenes, tmp_path):
     other = tmp_path / "elsewhere" / "mosaic.tif"
     other.parent.mkdir()
