@@ -295,6 +295,36 @@ def diversity_rows(out: Path, pair: str, keys: tuple[str, ...]) -> list[str]:
     return rows
 
 
+def gradient_share_rows(out: Path, pair: str, keys: tuple[str, ...]) -> list[str]:
+    """Each objective term's share of the student's gradient norm (logged on the first batch of each
+    epoch), at the first and the last student epoch, averaged over finished seeds."""
+    terms = ("task", "kd", "ot1", "ot2")
+    rows = ["| variant | seeds | epoch 1: " + " / ".join(terms) + " | last epoch: " + " / ".join(terms) + " |",
+            "|---|---|---|---|"]
+    for key in keys:
+        curves = [[student_curve(out / pair / key / f"seed{seed}", f"grad_share_{term}") for term in terms]
+                  for seed in finished_runs(out / pair / key)]
+        curves = [seed for seed in curves if all(seed)]
+        if not curves:
+            continue
+        cells = [" / ".join(f"{100 * statistics.mean(seed[term][index][1] for seed in curves):.3g}%"
+                            for term in range(len(terms))) for index in (0, -1)]
+        rows.append(f"| {short(key)} | {len(curves)} | {cells[0]} | {cells[1]} |")
+    return rows
+
+
+def per_seed_rows(variants: list[Variant], runs: dict[str, dict[int, dict]]) -> list[str]:
+    """Test OA of every finished seed, so a paired difference can be read seed by seed."""
+    seeds = sorted({seed for variant in variants for seed in runs[variant.key]})
+    rows = ["| variant | " + " | ".join(f"seed {seed}" for seed in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
+    for variant in variants:
+        if runs[variant.key]:
+            cells = [f"{100 * runs[variant.key][seed]['test_oa']:.1f}" if seed in runs[variant.key] else ""
+                     for seed in seeds]
+            rows.append(f"| {short(variant.key)} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def short(key: str) -> str:
     """A variant's label up to its first comma, for the comparison tables."""
     return ALL_VARIANTS[key].label.split(",")[0]
@@ -328,6 +358,10 @@ def pair_report(out: Path, pair: str, teacher_run: Path) -> tuple[list[str], dic
         row = paired_comparison(f"{short(better)} vs {short(baseline)}",
                                 runs[better], runs[baseline])
         report += [row] if row else []
+    report += ["", "Test OA % per seed:", "", *per_seed_rows(VARIANTS, runs)]
+    report += ["", "Gradient shares: each weighted term's share of the gradient norm on the student's parameters "
+               "(first batch of the epoch; mean over seeds):", ""]
+    report += gradient_share_rows(out, pair, ("b_kd_random", "c_kd_sembridge", *NEW_VARIANTS))
     report += ["", "Teacher diversity: distinct MS tiles acting as teachers per class (mean over classes; a class "
                "has 20 MS tiles in all) and the share of a class's RGB tiles taught by its busiest MS tile, at "
                "the first pairing (random or SSM) and after the last DynM round:", ""]
