@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-import tomli_w
 
 from sembridge_engine.atomic import write_text_atomic
 
@@ -460,6 +459,8 @@ def load_config(path: str | Path) -> RunConfig:
 
 def config_to_toml(config: RunConfig) -> str:
     """The TOML text of a config, exactly as ``save_config`` writes it."""
+    import tomli_w  # only when writing TOML: the torch-free labeller's build reads bundles without it
+
     return tomli_w.dumps(config_to_dict(config))
 
 

@@ -29,7 +29,8 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")
 ROOT = Path(__file__).resolve().parents[2]
 # The child labels the demo Landsat scene with the model's own 32 px windows (nodata border, overlaps)
 # and a mosaic of UC Merced photos with 256 px windows (one photo each; the graph is rewritten for that
-# size), classifies the demo RGB folder, then reports whether torch was ever imported.
+# size), classifies the demo RGB folder, then reports whether torch, or another module the torch-free
+# labeller's build does not carry (installers/build.py LABEL_REQUIREMENTS), was ever imported.
 TORCH_FREE_RUN = """
 import json, sys
 from sembridge_engine.cli import main
@@ -39,7 +40,8 @@ codes = [main(["label", "--model", model, "--scene", scene, "--out", out + "/lan
          main(["label", "--model", model, "--scene", mosaic, "--out", out + "/mosaic", "--backend", "onnx",
                "--tile", "256", "--stride", "128", "--probabilities", "--no-preview"]),
          main(["classify", "--model", model, folder, "--backend", "onnx", "--csv", out + "/tiles.csv"])]
-print(json.dumps({"codes": codes, "torch": sorted(name for name in sys.modules if name == "torch" or name.startswith("torch."))}))
+absent = ("torch", "torchvision", "tomli_w", "PySide6", "pyqtgraph", "safetensors", "ot")
+print(json.dumps({"codes": codes, "torch": sorted(name for name in sys.modules if name.split(".")[0] in absent)}))
 """
 
 
