@@ -33,7 +33,8 @@ INSTALLERS = ROOT / "installers"
 PYINSTALLER = "pyinstaller>=6.10"
 TORCH_CPU = ["torch==2.13.0+cpu", "torchvision==0.28.0"]
 # What `classify` and `label` import on the onnx backend (see installers/sembridge_label.spec).
-LABEL_REQUIREMENTS = ["numpy", "rasterio", "geopandas", "pyogrio", "shapely", "pyproj", "pillow", "platformdirs", "onnx", "onnxruntime"]
+LABEL_REQUIREMENTS = ["numpy", "rasterio", "geopandas", "pyogrio", "shapely", "pyproj", "pillow", "platformdirs", "psutil", "onnx",
+                      "onnxruntime"]
 VARIANTS = {
     "cpu": {"spec": "sembridge_studio.spec", "folder": "sembridge-studio-cpu", "app": True},
     "cuda": {"spec": "sembridge_studio.spec", "folder": "sembridge-studio", "app": True},
