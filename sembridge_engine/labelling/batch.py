@@ -3,11 +3,12 @@
 A job is a whole scene or, when there are fewer scenes than processes, a row strip of one
 (``LabelOptions.rows``: windows, scale and radiometry stay the whole scene's, so a strip's pixels are
 those of the whole-scene run). Every rank plans the same jobs, labels its share with ``label_scene``
-and writes their outputs itself, atomically; a strip is labelled with its halo into a work folder and
-cropped. A job that fails is reported and the others go on. Rank 0 then joins each striped scene's
-rasters with a VRT and writes ``batch_summary.json`` (status, seconds, rank, outputs and error of
-every scene and job) and ``batch_index.gpkg``: the footprint of every class raster in EPSG:4326 with
-its ``location`` (GDAL's tile-index layout, which QGIS opens as a layer).
+and writes their outputs itself, atomically (a whole scene's as its output set; a strip's into its
+scene's staging folder, labelling.strips). A job that fails is reported and the others go on. Rank 0
+then joins each striped scene's strips with VRTs, writes its summary and commits them as the scene's
+output set, and writes ``batch_summary.json`` (status, seconds, rank, outputs and error of every scene
+and job) and ``batch_index.gpkg``: the footprint of every class raster in EPSG:4326 with its
+``location`` (GDAL's tile-index layout, which QGIS opens as a layer).
 
 ``dist`` is a ``sembridge_engine.distributed.Distributed`` under torchrun, else None: one process
 needs no torch, so the ONNX labeller keeps running without it.
@@ -21,26 +22,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-import numpy as np
-from sembridge_engine.atomic import atomic_output, write_json_atomic, write_text_atomic
+from sembridge_engine.atomic import atomic_output, write_json_atomic
 from sembridge_engine.events import Cancelled, CancelToken, EventCallback, ignore_event
 
-from . import writers
 from .options import LabelOptions, SceneError
 from .scene import label_scene
 from .source import open_scene, open_source
+from .strips import commit_striped_scene, label_strip, staging_folder
 from .windows import strip_bounds, strip_halo
 
 if TYPE_CHECKING:
     from sembridge_engine.distributed import Distributed
 
-STRIP_FOLDER = ".strips"
 SUMMARY_NAME = "batch_summary.json"
 INDEX_NAME = "batch_index.gpkg"
 INDEX_LAYER = "class_rasters"
-STRIPPED_OUTPUTS = ("classes", "confidence", "probabilities")
 RESULT_OUTPUTS = ("classes", "style", "confidence", "probabilities", "polygons", "preview", "summary", "manifest")
-GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "float32": "Float32"}
 STATUS_ORDER = ("failed", "cancelled", "pending", "finished")   # a scene takes the first status any of its jobs has
 
 
@@ -70,6 +67,7 @@ class JobRecord:
     seconds: float = 0.0
     outputs: dict[str, str] = field(default_factory=dict)
     error: str = ""
+    statistics: dict | None = None   # a finished strip's summary and pixel statistics, merged by rank 0
 
 
 def _scene_pixels(scene: str) -> int:
@@ -123,44 +121,12 @@ def assign(jobs: Sequence[LabelJob], workers: int) -> list[list[LabelJob]]:
     return shares
 
 
-def _crop_rows(source_path: Path, target: Path, first: int, rows: int) -> None:
-    """Rows [first, first + rows) of a raster, georeferenced, with its colour table, descriptions and tags."""
-    import rasterio
-    from rasterio.windows import Window
-
-    with rasterio.open(source_path) as source:
-        window = Window(0, first, source.width, rows)
-        profile = {**source.profile, "height": rows, "transform": source.window_transform(window)}
-        with atomic_output(target) as temporary, rasterio.open(temporary, "w", **profile) as out:
-            out.write(source.read(window=window))
-            out.update_tags(**source.tags())
-            for band in range(1, source.count + 1):
-                out.set_band_description(band, source.descriptions[band - 1] or "")
-            if source.colorinterp[0].name == "palette":
-                out.write_colormap(1, source.colormap(1))
-
-
-def _label_job(bundle, job: LabelJob, out_dir: Path, options: LabelOptions, callback, cancel) -> dict[str, str]:
-    """Label one job; its outputs by kind (a strip's rasters are cropped from its halo run in a work folder)."""
-    if job.rows is None:
-        result = label_scene(bundle, job.scene, out_dir, options, callback=callback, cancel=cancel)
-        return {key: str(getattr(result, key)) for key in RESULT_OUTPUTS if getattr(result, key) is not None}
-    work = out_dir / STRIP_FOLDER / job.name
-    try:
-        strip = options.with_changes(rows=job.rows, polygons=False, preview=False)
-        result = label_scene(bundle, job.scene, work, strip, callback=callback, cancel=cancel)
-        outputs = {}
-        for key in STRIPPED_OUTPUTS:
-            path = getattr(result, key)
-            if path is not None:
-                outputs[key] = str(out_dir / f"{job.name}_{key}.tif")
-                _crop_rows(path, Path(outputs[key]), job.rows[0] - job.halo_top, job.rows[1] - job.rows[0])
-        # QGIS styles a layer with the .qml of the same name: this one fits the scene's class VRT.
-        outputs["style"] = str(out_dir / f"{Path(job.scene).stem}_classes.qml")
-        write_text_atomic(Path(outputs["style"]), result.style.read_text(encoding="utf-8"))
-        return outputs
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+def _label_job(bundle, job: LabelJob, out_dir: Path, options: LabelOptions, callback, cancel) -> tuple[dict[str, str], dict | None]:
+    """Label one job: its outputs by kind, and for a strip its statistics (labelling.strips)."""
+    if job.rows is not None:
+        return label_strip(bundle, job, out_dir, options, callback, cancel)
+    result = label_scene(bundle, job.scene, out_dir, options, callback=callback, cancel=cancel)
+    return {key: str(getattr(result, key)) for key in RESULT_OUTPUTS if getattr(result, key) is not None}, None
 
 
 def run_jobs(bundle, jobs: Sequence[LabelJob], out_dir: Path, options: LabelOptions, rank: int = 0, *,
@@ -176,7 +142,7 @@ def run_jobs(bundle, jobs: Sequence[LabelJob], out_dir: Path, options: LabelOpti
             continue
         started = time.perf_counter()
         try:
-            record.outputs = _label_job(bundle, job, Path(out_dir), options, callback, cancel)
+            record.outputs, record.statistics = _label_job(bundle, job, Path(out_dir), options, callback, cancel)
             record.status = "finished"
         except Cancelled:
             record.status = "cancelled"
@@ -187,109 +153,34 @@ def run_jobs(bundle, jobs: Sequence[LabelJob], out_dir: Path, options: LabelOpti
     return records
 
 
-def _vrt(target: Path, parts: list[tuple[Path, int]], height: int) -> None:
-    """A VRT stacking row strips ((path, first row), same width and georeferencing) into one raster."""
-    import xml.etree.ElementTree as ElementTree
-
-    import rasterio
-    from affine import Affine
-
-    with rasterio.open(parts[0][0]) as first:
-        width, count, dtype, nodata = first.width, first.count, first.dtypes[0], first.nodata
-        transform = first.transform @ Affine.translation(0, -parts[0][1])
-        palette = first.colormap(1) if first.colorinterp[0].name == "palette" else None
-        root = ElementTree.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
-        ElementTree.SubElement(root, "SRS").text = first.crs.to_wkt() if first.crs else ""
-        ElementTree.SubElement(root, "GeoTransform").text = ", ".join(repr(value) for value in transform.to_gdal())
-        descriptions = first.descriptions
-    heights = []
-    for path, _ in parts:
-        with rasterio.open(path) as part:
-            heights.append(part.height)
-    for band in range(1, count + 1):
-        element = ElementTree.SubElement(root, "VRTRasterBand", dataType=GDAL_TYPES[dtype], band=str(band))
-        ElementTree.SubElement(element, "Description").text = descriptions[band - 1] or ""
-        if nodata is not None:
-            ElementTree.SubElement(element, "NoDataValue").text = repr(nodata)
-        if palette is not None:
-            ElementTree.SubElement(element, "ColorInterp").text = "Palette"
-            table = ElementTree.SubElement(element, "ColorTable")
-            for index in range(max(palette) + 1):
-                red, green, blue, alpha = palette.get(index, (0, 0, 0, 0))
-                ElementTree.SubElement(table, "Entry", c1=str(red), c2=str(green), c3=str(blue), c4=str(alpha))
-        for (path, row), rows in zip(parts, heights):
-            source = ElementTree.SubElement(element, "SimpleSource")
-            ElementTree.SubElement(source, "SourceFilename", relativeToVRT="1").text = Path(path).name
-            ElementTree.SubElement(source, "SourceBand").text = str(band)
-            ElementTree.SubElement(source, "SrcRect", xOff="0", yOff="0", xSize=str(width), ySize=str(rows))
-            ElementTree.SubElement(source, "DstRect", xOff="0", yOff=str(row), xSize=str(width), ySize=str(rows))
-    write_text_atomic(target, ElementTree.tostring(root, encoding="unicode"))
-
-
-def _class_statistics(bundle, classes: Path, confidence: Path, block: int) -> tuple[np.ndarray, list[float | None]]:
-    """Pixels and mean confidence per class of joined rasters (what label_scene's writer counts as it goes)."""
-    import rasterio
-    from rasterio.windows import Window
-
-    count = bundle.num_classes
-    pixels, confidence_sum = np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.float64)
-    with rasterio.open(classes) as class_raster, rasterio.open(confidence) as confidence_raster:
-        for top in range(0, class_raster.height, block):
-            window = Window(0, top, class_raster.width, min(block, class_raster.height - top))
-            labels = class_raster.read(1, window=window)
-            valid = labels != class_raster.nodata
-            pixels += np.bincount(labels[valid], minlength=count)
-            confidence_sum += np.bincount(labels[valid], weights=confidence_raster.read(1, window=window)[valid], minlength=count)
-    return pixels, [float(total / number) if number else None for total, number in zip(confidence_sum, pixels)]
-
-
-def _joined_maps(bundle, scene: str, outputs: dict[str, str], out_dir: Path, options: LabelOptions) -> None:
-    """A striped scene's class polygons and preview, from its joined rasters, as label_scene draws a whole scene's."""
-    stem, classes = Path(scene).stem, Path(outputs["classes"])
-    pixels, mean_confidence = _class_statistics(bundle, classes, Path(outputs["confidence"]), options.block)
-    if options.polygons:
-        outputs["polygons"] = str(out_dir / f"{stem}_classes.gpkg")
-        with atomic_output(Path(outputs["polygons"])) as temporary:
-            writers.write_polygons(temporary, classes, bundle.class_names, mean_confidence, options.block)
-    if options.preview:
-        outputs["preview"] = str(out_dir / f"{stem}_preview.png")
-        shares = (pixels / max(int(pixels.sum()), 1)).tolist()
-        source = open_source(Path(scene), bundle, options.with_changes(rows=None))
-        with source.dataset, atomic_output(Path(outputs["preview"])) as temporary:
-            writers.write_preview(temporary, source, classes, bundle.class_names, bundle.colours, shares, block=options.block)
-
-
-def _join_strips(bundle, scene: str, records: Sequence[JobRecord], outputs: dict[str, str], out_dir: Path,
-                 options: LabelOptions) -> None:
-    """A striped scene's VRTs over its strip rasters, then its polygons and preview (``outputs`` gets their paths)."""
-    stem, height = Path(scene).stem, records[-1].rows[1]
-    for key in STRIPPED_OUTPUTS:
-        if key in records[0].outputs:
-            outputs[key] = str(out_dir / f"{stem}_{key}.vrt")
-            _vrt(Path(outputs[key]), [(Path(record.outputs[key]), record.rows[0]) for record in records], height)
-    outputs["style"] = records[0].outputs["style"]
-    _joined_maps(bundle, scene, outputs, out_dir, options)
-
-
 def _scene_results(bundle, jobs: Sequence[LabelJob], records: Sequence[JobRecord], out_dir: Path,
                    options: LabelOptions) -> list[dict]:
-    """Per scene: status, seconds, errors, its jobs and its outputs (a striped scene's VRTs, polygons and preview,
-    written here)."""
+    """Per scene: status, seconds, errors, its jobs and its outputs (a striped scene's set is joined and committed
+    here; one whose strips did not all finish leaves nothing, and its previous set, untouched)."""
     scenes = []
     for scene in dict.fromkeys(job.scene for job in jobs):
         mine = [record for record in records if record.scene == scene]
         statuses = {record.status for record in mine}
         status = next(state for state in STATUS_ORDER if state in statuses)
-        outputs = dict(mine[0].outputs) if len(mine) == 1 else {}
         errors = [record.error for record in mine if record.error]
-        if len(mine) > 1 and status == "finished":
+        outputs = {}
+        if all(record.rows is None for record in mine):
+            outputs = dict(mine[0].outputs)
+        else:
             try:
-                _join_strips(bundle, scene, mine, outputs, out_dir, options)
+                if status == "finished":
+                    outputs = commit_striped_scene(bundle, scene, mine, out_dir, options)
             except Exception as error:  # reported like a failed job: the summary and the other scenes still get written
                 status = "failed"
                 errors.append(f"joining the strips: {type(error).__name__}: {error}")
+            finally:
+                shutil.rmtree(staging_folder(out_dir, scene), ignore_errors=True)
+            if status != "finished":
+                for record in mine:
+                    record.outputs = {}
+        job_records = [{key: value for key, value in asdict(record).items() if key != "statistics"} for record in mine]
         scenes.append({"scene": scene, "status": status, "seconds": round(sum(record.seconds for record in mine), 3),
-                       "errors": errors, "outputs": outputs, "jobs": [asdict(record) for record in mine]})
+                       "errors": errors, "outputs": outputs, "jobs": job_records})
     return scenes
 
 
@@ -320,7 +211,7 @@ def write_index(target: Path, scenes: list[dict]) -> bool:
 
 def write_batch_outputs(bundle, jobs: Sequence[LabelJob], records: Sequence[JobRecord], out_dir: Path,
                         options: LabelOptions, processes: int, seconds: float) -> dict:
-    """Rank 0's part once every job is done: the VRTs, polygons and previews of striped scenes, the index and the summary."""
+    """Rank 0's part once every job is done: the output sets of striped scenes, the index and the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     order = {job.name: position for position, job in enumerate(jobs)}
     records = sorted(records, key=lambda record: order[record.name])

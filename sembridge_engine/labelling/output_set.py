@@ -5,12 +5,17 @@ scene into the same folder again (with other options: no probabilities, no polyg
 the whole previous set: the manifest first says ``replacing`` (old and new names), the new files are
 renamed into place, the old files the new set does not have are deleted, and the manifest then says
 ``complete``. A crash in between leaves a manifest that still names both sets, so the next run
-removes both; a reader trusts a set only when its manifest says ``complete``. Outputs of an older
-SemBridge (no manifest) are recognised by their names. A folder holding the outputs of another scene
-with the same file name is refused rather than overwritten.
+removes both; a reader trusts a set only when its manifest says ``complete``. A scene labelled in row
+strips (labelling.batch) is one set too: its strip rasters, the VRTs joining them and the rest, so a
+whole-scene run after a striped one (or the reverse) replaces it like any other. Files named as this
+scene's outputs (whole or striped) but missing from its manifest, as older SemBridge versions left them,
+are part of the previous set as well. A folder holding the outputs of another scene with the same file
+name is refused rather than overwritten.
 """
 from __future__ import annotations
 
+import glob
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,6 +29,13 @@ OUTPUT_SUFFIXES = {
     "summary": "_summary.json",
 }
 MANIFEST_SUFFIX = "_manifest.json"
+STRIPED_SUFFIXES = ("_classes.vrt", "_confidence.vrt", "_probabilities.vrt")   # a striped set's joined rasters
+STRIP_NAME = r"_rows\d+-\d+_(classes|confidence|probabilities)\.tif"          # after the scene's stem
+
+
+def strip_file_name(scene_path: Path, rows: tuple[int, int] | list[int], key: str) -> str:
+    """``<scene>_rows<start>-<stop>_<key>.tif``: rows [start, stop) of a striped scene's ``key`` raster."""
+    return f"{Path(scene_path).stem}_rows{rows[0]}-{rows[1]}_{key}.tif"
 
 
 def output_paths(out_dir: Path, scene_path: Path, options: LabelOptions) -> dict[str, Path]:
@@ -54,15 +66,16 @@ def previous_outputs(out_dir: Path, scene_path: Path) -> list[Path]:
     Raises SceneError when the folder's set for this file name belongs to another scene.
     """
     out_dir, scene = Path(out_dir), str(Path(scene_path).resolve())
-    manifest = _read_manifest(manifest_path(out_dir, scene_path))
-    if manifest is None:
-        names = [f"{scene_path.stem}{suffix}" for suffix in OUTPUT_SUFFIXES.values()]
-    else:
-        if manifest.get("scene") not in (None, scene):
-            raise SceneError(f"{out_dir}: holds the outputs of another scene with the same name ({manifest['scene']}); "
-                             f"label {scene_path.name} into another folder, or delete {manifest_path(out_dir, scene_path).name} "
-                             "and its files first")
-        names = [str(name) for name in [*manifest.get("outputs", []), *manifest.get("previous", [])]]
+    manifest = _read_manifest(manifest_path(out_dir, scene_path)) or {}
+    if manifest.get("scene") not in (None, scene):
+        raise SceneError(f"{out_dir}: holds the outputs of another scene with the same name ({manifest['scene']}); "
+                         f"label {scene_path.name} into another folder, or delete {manifest_path(out_dir, scene_path).name} "
+                         "and its files first")
+    names = [str(name) for name in [*manifest.get("outputs", []), *manifest.get("previous", [])]]
+    names += [f"{scene_path.stem}{suffix}" for suffix in (*OUTPUT_SUFFIXES.values(), *STRIPED_SUFFIXES)]
+    if out_dir.is_dir():
+        strip = re.compile(re.escape(scene_path.stem) + STRIP_NAME)
+        names += sorted(path.name for path in out_dir.glob(f"{glob.escape(scene_path.stem)}_rows*") if strip.fullmatch(path.name))
     return [out_dir / name for name in dict.fromkeys(names) if Path(name).name == name and (out_dir / name).exists()]
 
 

@@ -20,7 +20,8 @@ import rasterio
 from PIL import Image
 
 from sembridge_engine.cli import main
-from sembridge_engine.labelling.batch import INDEX_LAYER, STRIP_FOLDER, SUMMARY_NAME, label_scenes, plan_jobs, run_jobs, write_batch_outputs
+from sembridge_engine.labelling.batch import INDEX_LAYER, SUMMARY_NAME, label_scenes, plan_jobs, run_jobs, write_batch_outputs
+from sembridge_engine.labelling.strips import STRIP_FOLDER
 from sembridge_engine.labelling.options import LabelOptions
 from sembridge_engine.labelling.scene import label_scene
 
@@ -119,7 +120,59 @@ def test_a_corrupt_scene_is_reported_and_the_others_are_written(scale_bundle, sc
     assert list(index["scene"]) == [str(scenes["mosaic"])]
 
 
+def _files(folder: Path) -> set[str]:
+    return {path.name for path in folder.iterdir() if not path.name.startswith(".")}
+
+
+def _label_in_strips(bundle, scene: Path, out: Path, options: LabelOptions = OPTIONS) -> dict:
+    jobs = plan_jobs(bundle, [scene], options, workers=2)
+    assert len(jobs) == 2
+    return write_batch_outputs(bundle, jobs, run_jobs(bundle, jobs, out, options), out, options, 2, 0.0)
+
+
+def test_a_striped_scene_is_one_output_set_replacing_and_replaced_by_a_whole_run(scale_bundle, scenes, one_process, tmp_path):
+    out, scene = tmp_path / "out", scenes["reflectance"]
+    whole_set = _files(label_scene(scale_bundle, scene, out, OPTIONS).classes.parent)
+    striped = _label_in_strips(scale_bundle, scene, out)["scenes"][0]
+    strips = {f"reflectance_rows{start}-{stop}_{key}.tif" for start, stop in (job["rows"] for job in striped["jobs"])
+              for key in ("classes", "confidence")}
+    manifest = json.loads((out / "reflectance_manifest.json").read_text())
+    assert manifest["state"] == "complete" and set(manifest["outputs"]) == strips | {
+        "reflectance_classes.vrt", "reflectance_confidence.vrt", "reflectance_classes.qml", "reflectance_classes.gpkg",
+        "reflectance_summary.json"}
+    # whole then striped: only the striped set (and the batch's own files) is left, nothing staged
+    assert _files(out) == set(manifest["outputs"]) | {"reflectance_manifest.json", SUMMARY_NAME, "batch_index.gpkg"}
+    assert not any((out / STRIP_FOLDER).iterdir())
+    assert striped["outputs"]["summary"] == str(out / "reflectance_summary.json")
+    assert {Path(path).name for job in striped["jobs"] for path in job["outputs"].values()} == strips | {"reflectance_classes.qml"}
+
+    # the merged summary is a whole run's: the strips' pixels are the whole run's, so their counts are too
+    summary = json.loads((out / "reflectance_summary.json").read_text())
+    expected = json.loads((one_process / "reflectance_summary.json").read_text())
+    for key in ("width", "height", "window", "crs", "bands", "tile", "stride", "scale", "radiometry", "scale_warning",
+                "radiometry_warning", "windows", "labelled_pixels", "nodata_pixels", "class_dtype", "class_nodata"):
+        assert summary[key] == expected[key], key
+    assert [entry["pixels"] for entry in summary["classes"]] == [entry["pixels"] for entry in expected["classes"]]
+    assert sum(entry["pixels"] > 0 for entry in summary["classes"]) > 1
+    for entry, whole in zip(summary["classes"], expected["classes"]):
+        assert entry["share"] == pytest.approx(whole["share"], abs=1e-12)
+        # the strips' confidences are read back as float32, the whole run sums them before rounding
+        assert (entry["mean_confidence"] is None) == (whole["mean_confidence"] is None)
+        if whole["mean_confidence"] is not None:
+            assert entry["mean_confidence"] == pytest.approx(whole["mean_confidence"], abs=1e-6)
+    # windows straddling the seam are run by both strips
+    assert sum(strip["windows"] for strip in summary["strips"]) > summary["windows"]
+    assert summary["windows_classified"] + summary["windows_skipped"] == sum(strip["windows"] for strip in summary["strips"])
+
+    # striped then whole: only the whole set is left
+    label_scene(scale_bundle, scene, out, OPTIONS)
+    assert _files(out) == whole_set | {SUMMARY_NAME, "batch_index.gpkg"}
+    assert (out / "reflectance_classes.tif").read_bytes() == (one_process / "reflectance_classes.tif").read_bytes()
+
+
 def test_a_scene_whose_strips_cannot_be_joined_is_reported_failed(scale_bundle, scenes, tmp_path, monkeypatch):
+    label_scene(scale_bundle, scenes["reflectance"], tmp_path, OPTIONS)
+    before = {name: (tmp_path / name).read_bytes() for name in _files(tmp_path)}
     jobs = plan_jobs(scale_bundle, [scenes["reflectance"]], OPTIONS, workers=2)
     records = run_jobs(scale_bundle, jobs, tmp_path, OPTIONS)
 
@@ -131,8 +184,12 @@ def test_a_scene_whose_strips_cannot_be_joined_is_reported_failed(scale_bundle, 
     (scene,) = summary["scenes"]
     assert [job["status"] for job in scene["jobs"]] == ["finished", "finished"] and scene["status"] == "failed"
     assert scene["errors"] == ["joining the strips: OSError: No space left on device"]
+    assert not scene["outputs"] and not any(job["outputs"] for job in scene["jobs"])
     assert json.loads((tmp_path / SUMMARY_NAME).read_text())["scenes"][0]["status"] == "failed"
-    assert not list(tmp_path.glob("reflectance_classes.gpkg")) and summary["index"] is None
+    assert summary["index"] is None and not any((tmp_path / STRIP_FOLDER).iterdir())
+    # the earlier whole-scene set is untouched and nothing of the strips is left
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert _files(tmp_path) == set(before) | {SUMMARY_NAME}
 
 
 def test_scenes_with_the_same_name_are_refused_before_any_work(scale_bundle, scenes, tmp_path):
