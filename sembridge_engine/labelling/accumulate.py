@@ -4,10 +4,12 @@ Each window's class probabilities are spread over its footprint; where windows o
 probabilities are the average of every covering window. The class raster is the argmax, the
 confidence raster the maximum averaged probability, both at the scene's own resolution.
 
-The scene is processed strip by strip (one row of windows at a time). Reads are windowed chunks of
-at most ``batch`` windows, model batches are filled across strips, accumulators hold one strip
-(``tile`` rows x scene width) and finished rows are written immediately, so memory does not grow
-with the scene's height and no read is larger than one chunk.
+A strip (one row of windows) adds the same column profile to every row it covers, so rows covered by
+the same strips share one profile: the averaging and the argmax run once per such band of rows (a
+class count x width array) and are broadcast over its rows, not computed for every pixel. Reads are
+windowed chunks of at most ``batch`` windows, model batches are filled across strips, and only the
+profiles of strips still covering unwritten rows are kept, so memory does not grow with the scene's
+height and no read is larger than one chunk.
 """
 from __future__ import annotations
 
@@ -23,7 +25,12 @@ from .source import SceneSource
 from .writers import CONFIDENCE_NODATA, class_colormap, class_encoding, raster_profile
 
 STAGE = "label"
-MAX_WAITING_STRIPS = 2   # read strips kept while their windows wait for a full model batch
+
+
+def waiting_strips(windows_per_strip: int, batch: int) -> int:
+    """Read strips kept while their windows wait for a full model batch: enough to fill one batch, plus the
+    one being read. A narrow scene needs several strips per batch; the bound keeps memory flat with height."""
+    return max(2, -(-batch // max(1, windows_per_strip)) + 1)
 
 
 class StripWriter:
@@ -37,34 +44,36 @@ class StripWriter:
         self.nodata_pixels = 0
 
     def write(self, top: int, sums: np.ndarray, counts: np.ndarray, valid: np.ndarray, lo: int, hi: int) -> None:
-        """Rows ``top ..`` from accumulated ``sums``/``counts``; only columns ``lo:hi`` can hold windows' votes.
+        """Rows ``top ..`` (as many as ``valid`` has) sharing one column profile: ``sums`` (classes x
+        ``hi - lo``) and ``counts`` (``hi - lo``) are the summed probabilities and window counts of the
+        columns ``lo:hi``, the only ones that can hold windows' votes.
 
         Only those columns are computed and written: the rasters are sparse GeoTIFFs whose unwritten parts
         read as nodata, so a mostly empty scene costs little more than reading it.
         """
         from rasterio.windows import Window
 
-        rows, width = counts.shape
-        kept = np.zeros(0, dtype=np.int64)
+        rows, width = valid.shape
+        kept = 0
         if hi > lo:
-            part_sums, part_counts = sums[:, :, lo:hi], counts[:, lo:hi]
-            labelled = valid[:, lo:hi] & (part_counts > 0)
-            coverage = np.maximum(part_counts, 1.0)
+            labelled = valid[:, lo:hi] & (counts > 0)
+            coverage = np.maximum(counts, 1.0)
             # The argmax of the averaged probabilities is the argmax of their sum.
-            best_class = part_sums.argmax(axis=0)
-            best = np.take_along_axis(part_sums, best_class[None], axis=0)[0] / coverage
-            classes = np.where(labelled, best_class, self.class_nodata).astype(self.class_dtype)
-            confidence = np.where(labelled, best, CONFIDENCE_NODATA).astype(np.float32)
+            best_class = sums.argmax(axis=0)
+            best = np.take_along_axis(sums, best_class[None], axis=0)[0] / coverage
+            classes = np.where(labelled, best_class.astype(self.class_dtype), np.array(self.class_nodata, dtype=self.class_dtype))
+            confidence = np.where(labelled, best.astype(np.float32), np.float32(CONFIDENCE_NODATA))
             window = Window(lo, top, hi - lo, rows)
             self.class_sink.write(classes, 1, window=window)
             self.confidence_sink.write(confidence, 1, window=window)
             if self.probability_sink is not None:
-                probabilities = np.where(labelled, part_sums / coverage, CONFIDENCE_NODATA).astype(np.float32)
-                self.probability_sink.write(probabilities, window=window)
-            kept = best_class[labelled]
-            self.confidence_sum += np.bincount(kept, weights=best[labelled], minlength=len(self.pixels))
-        self.pixels += np.bincount(kept, minlength=len(self.pixels))
-        self.nodata_pixels += int(rows * width - kept.size)
+                averaged = (sums / coverage).astype(np.float32)[:, None, :]
+                self.probability_sink.write(np.where(labelled, averaged, np.float32(CONFIDENCE_NODATA)), window=window)
+            pixels_per_column = labelled.sum(axis=0)
+            self.pixels += np.bincount(best_class, weights=pixels_per_column, minlength=len(self.pixels)).astype(np.int64)
+            self.confidence_sum += np.bincount(best_class, weights=best * pixels_per_column, minlength=len(self.pixels))
+            kept = int(pixels_per_column.sum())
+        self.nodata_pixels += rows * width - kept
 
     def mean_confidence(self) -> list[float | None]:
         return [float(total / count) if count else None for total, count in zip(self.confidence_sum, self.pixels)]
@@ -72,7 +81,8 @@ class StripWriter:
 
 @dataclass
 class _Strip:
-    """One row of windows: its difference arrays and the input validity of the rows it finishes."""
+    """One row of windows: the input validity of the rows it finishes, and its votes per column: difference
+    arrays while its windows are classified, their running sums (the column profile) once it is complete."""
 
     top: int
     finished: int
@@ -131,41 +141,48 @@ class _BatchedClassifier:
 
 def run_windows(source: SceneSource, predictor: Predictor, bundle, batch: int, writer: StripWriter, callback: EventCallback,
                 cancel: CancelToken | None) -> tuple[int, int]:
-    """Classify every window strip by strip, accumulate overlaps, hand finished rows to ``writer``.
+    """Classify every window strip by strip, average overlaps, hand finished rows to ``writer``.
 
-    Rows ``[top, next top)`` of a strip are final once that strip and every earlier one are classified,
-    so one strip-high rolling accumulator suffices; batches are filled across strips.
+    Rows ``[top, next top)`` of a strip are final once that strip and every earlier one are classified.
+    They split into bands where the set of covering strips is the same (a strip's coverage ends inside
+    them when the stride is not a divisor of the window); each band is written from one summed profile.
     Returns (windows classified, windows skipped as nodata).
     """
     layout, num_classes = source.layout, bundle.num_classes
     width, window_height = layout.width, layout.window_height
-    sums = np.zeros((num_classes, window_height, width), dtype=np.float32)
-    counts = np.zeros((window_height, width), dtype=np.float32)
     classifier = _BatchedClassifier(predictor, batch, layout.window_width, str(bundle.path))
     tops = layout.ys.tolist()
     waiting: list[_Strip] = []
+    covering: list[_Strip] = []   # classified strips whose rows are not all written, top to bottom
+    max_waiting = waiting_strips(len(layout.xs), batch)
     processed = skipped = done = 0
 
-    active = [width, 0]  # columns of the rolling accumulator that hold votes
+    def write_band(top: int, rows: int, valid: np.ndarray) -> None:
+        voting = [strip for strip in covering if strip.right > strip.left and strip.top + window_height > top]
+        if not voting:
+            writer.write(top, np.zeros((num_classes, 0), np.float32), np.zeros(0, np.float32), valid, 0, 0)
+            return
+        lo, hi = min(strip.left for strip in voting), max(strip.right for strip in voting)
+        sums = np.zeros((num_classes, hi - lo), dtype=np.float32)
+        counts = np.zeros(hi - lo, dtype=np.float32)
+        for strip in voting:
+            sums[:, strip.left - lo:strip.right - lo] += strip.row_sums[:, strip.left:strip.right]
+            counts[strip.left - lo:strip.right - lo] += strip.row_counts[strip.left:strip.right]
+        writer.write(top, sums, counts, valid, lo, hi)
 
     def finish_ready_strips() -> None:
         nonlocal done
         while waiting and waiting[0].read and waiting[0].outstanding == 0:
             strip = waiting.pop(0)
-            if strip.right > strip.left:
-                lo, hi = strip.left, strip.right
-                sums[:, :, lo:hi] += np.cumsum(strip.row_sums[:, lo:hi], axis=1)[:, None, :]
-                counts[:, lo:hi] += np.cumsum(strip.row_counts[lo:hi])[None, :]
-                active[:] = [min(active[0], lo), max(active[1], hi)]
-            lo, hi, rows = active[0], active[1], strip.finished
-            writer.write(strip.top, sums[:, :rows], counts[:rows], strip.valid, lo, hi)
-            if hi > lo:  # roll the accumulator up by the rows just written
-                sums[:, :window_height - rows, lo:hi] = sums[:, rows:, lo:hi].copy()
-                sums[:, window_height - rows:, lo:hi] = 0.0
-                counts[:window_height - rows, lo:hi] = counts[rows:, lo:hi].copy()
-                counts[window_height - rows:, lo:hi] = 0.0
-                if not counts[:, lo:hi].any():
-                    active[:] = [width, 0]
+            if strip.right > strip.left:  # difference arrays -> the column profile every covered row receives
+                np.cumsum(strip.row_sums[:, strip.left:strip.right], axis=1, out=strip.row_sums[:, strip.left:strip.right])
+                np.cumsum(strip.row_counts[strip.left:strip.right], out=strip.row_counts[strip.left:strip.right])
+            covering.append(strip)
+            end = strip.top + strip.finished
+            cuts = sorted({strip.top, end} | {other.top + window_height for other in covering if strip.top < other.top + window_height < end})
+            for first, last in zip(cuts[:-1], cuts[1:]):
+                write_band(first, last - first, strip.valid[first - strip.top:last - strip.top])
+            covering[:] = [other for other in covering if other.top + window_height > end]
             done += 1
             callback(BatchProgress(STAGE, 0, done, len(tops)))
 
@@ -184,7 +201,7 @@ def run_windows(source: SceneSource, predictor: Predictor, bundle, batch: int, w
             classifier.run()
         if chunk.last_in_strip:
             strip.read = True
-            if len(waiting) > MAX_WAITING_STRIPS:  # a part batch holds back finished strips: run it, memory stays flat
+            if len(waiting) > max_waiting:  # a part batch holds back finished strips: run it, memory stays flat
                 classifier.run(flush=True)
             finish_ready_strips()
     classifier.run(flush=True)

@@ -19,7 +19,7 @@ from sembridge_engine.atomic import raise_naming_full_disk, remove_quietly, remo
 from sembridge_engine.events import CancelToken, EventCallback, ignore_event
 
 from . import writers
-from .accumulate import MAX_WAITING_STRIPS, StripWriter, write_rasters
+from .accumulate import StripWriter, waiting_strips, write_rasters
 from .options import LabelOptions, SceneError
 from .output_set import commit_outputs, output_paths, previous_outputs
 from .predictor import Predictor, make_predictor
@@ -116,8 +116,8 @@ def gdal_cache_bytes(width: int, num_classes: int, probabilities: bool) -> int:
 def _memory_estimate(bundle, predictor: Predictor, layout: SceneLayout, batch: int, channels: int, itemsize: int,
                      probabilities: bool) -> int:
     classes = bundle.num_classes
-    strip = layout.window_height * layout.width
-    accumulators = (classes + 1) * strip * 4 + (MAX_WAITING_STRIPS + 1) * (layout.stride * layout.width + (classes + 1) * (layout.width + 1) * 4)
+    kept_strips = waiting_strips(len(layout.xs), batch) + -(-layout.window_height // layout.stride) + 1
+    accumulators = kept_strips * (layout.stride * layout.width + (classes + 1) * (layout.width + 1) * 4) + (classes + 1) * layout.width * 4
     finished_rows = layout.stride * layout.width * (1 + 4 + 4 * classes * (2 if probabilities else 1))
     chunk_width = min(layout.width, (batch - 1) * layout.stride + layout.window_width)
     reads = channels * layout.window_height * chunk_width * itemsize + 2 * batch * channels * layout.tile ** 2 * 4
@@ -147,14 +147,14 @@ def _seconds_per_strip(source: SceneSource, bundle, probabilities: bool) -> tupl
         pass
     read = time.perf_counter() - started
     columns, rows, classes = min(layout.width, 2048), layout.stride, bundle.num_classes
-    sums = np.random.default_rng(0).random((classes, rows, columns), dtype=np.float32)
+    sums = np.random.default_rng(0).random((classes, columns), dtype=np.float32)
     rasters = [("uint16", 1, 65535), ("float32", 1, -1.0)] + ([("float32", classes, -1.0)] if probabilities else [])
     with contextlib.ExitStack() as stack:
         sinks = [stack.enter_context(stack.enter_context(MemoryFile()).open(
             **raster_profile(source.crs, source.transform, columns, rows, dtype, count, nodata))) for dtype, count, nodata in rasters]
         writer = StripWriter(sinks[0], sinks[1], sinks[2] if probabilities else None, classes)
         started = time.perf_counter()
-        writer.write(0, sums, np.ones((rows, columns), np.float32), np.ones((rows, columns), bool), 0, columns)
+        writer.write(0, sums, np.ones(columns, np.float32), np.ones((rows, columns), bool), 0, columns)
     return read, (time.perf_counter() - started) * layout.width / columns
 
 

@@ -86,24 +86,26 @@ def fill_invalid(windows: np.ndarray, valid: np.ndarray) -> np.ndarray:
     broken = ~valid.reshape(len(valid), -1).all(axis=1)
     if not broken.any():
         return windows
-    values = windows[broken].astype(np.float64)
-    invalid = ~valid[broken][:, None].repeat(windows.shape[1], axis=1)
-    filled = np.where(invalid, masked_medians(values, invalid)[:, :, None, None], values)
+    values = windows[broken]
+    invalid = ~valid[broken][:, None]
+    # float32 holds every 8/16-bit integer and float32 value exactly, and sorts faster than float64.
+    medians = masked_medians(values.astype(np.result_type(values.dtype, np.float32)), invalid)
     if windows.dtype.kind in "ui":
-        filled = np.rint(filled)
-    windows[broken] = filled.astype(windows.dtype)
+        medians = np.rint(medians)
+    np.copyto(values, medians.astype(windows.dtype)[:, :, None, None], where=invalid)
+    windows[broken] = values
     return windows
 
 
 def masked_medians(values: np.ndarray, invalid: np.ndarray) -> np.ndarray:
-    """(n, C) medians of each (h, w) plane of ``values`` over the pixels not ``invalid`` (0 where none is
-    valid): np.nanmedian's values in one sort, where nanmedian loops over the planes in Python."""
+    """(n, C) medians of each (h, w) plane of ``values`` over the pixels not ``invalid`` ((n, C or 1, h, w);
+    0 where none is valid): np.nanmedian's values in one sort, where nanmedian loops over the planes in Python."""
     planes = np.where(invalid, np.inf, values).reshape(*values.shape[:2], -1)
     planes.sort(axis=-1)
     counts = (~invalid).reshape(*invalid.shape[:2], -1).sum(axis=-1, keepdims=True)
     low = np.take_along_axis(planes, np.maximum(counts - 1, 0) // 2, axis=-1)
     high = np.take_along_axis(planes, np.maximum(counts, 1) // 2 - (counts == 0), axis=-1)
-    return np.where(counts > 0, (low + high) / 2, 0.0)[..., 0]
+    return np.where(counts > 0, (low.astype(np.float64) + high) / 2, 0.0)[..., 0]
 
 
 def empty_windows(valid: np.ndarray, factor: int, layout: SceneLayout) -> int:

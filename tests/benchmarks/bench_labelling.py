@@ -18,7 +18,7 @@ subset when that is absent), so pixels and nodata borders are real. The model is
 shufflenet_v2_x0_5 student (64 px tiles) built like the test fixtures: the architecture only sets the
 model cost, and a small one makes the labelling overhead most visible.
 
-    .venv/bin/python tests/benchmarks/bench_labelling.py [--threads 1] [--big 10000] [--big-stride 64] [--arch NAME]
+    .venv/bin/python tests/benchmarks/bench_labelling.py [--threads 1] [--size 1000] [--big 10000] [--big-stride 64] [--arch NAME]
 """
 from __future__ import annotations
 
@@ -193,6 +193,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: the machine is shared)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--arch", default="shufflenet_v2_x0_5", help="student architecture (default: the smallest)")
+    parser.add_argument("--size", type=int, default=1000, help="side of the scene of (a) in pixels (larger amortises per-scene costs)")
     parser.add_argument("--big", type=int, default=10000, help="side of the large scene in pixels (0 skips it)")
     parser.add_argument("--big-stride", type=int, default=TILE, help="stride for the large scene (default: tile, no overlap)")
     parser.add_argument("--empty", type=int, default=20000, help="side of the all-nodata scene in pixels (0 skips it)")
@@ -208,10 +209,10 @@ def main() -> None:
         work = Path(temporary)
         bundle_path = build_bundle(work, args.arch)
         bundle = load_bundle(bundle_path)
-        small = mosaic_vrt(source, 1000, work / "scene_1k.vrt")
+        small = mosaic_vrt(source, args.size, work / "scene_small.vrt")
         print(f"model {bundle.metadata['architecture']} tile {TILE}, CPU threads {args.threads}, batch {args.batch}, source {source.name}")
 
-        print("\n(a) labelling throughput vs bare batched inference on the same windows (1k x 1k)")
+        print(f"\n(a) labelling throughput vs bare batched inference on the same windows ({args.size} x {args.size} px)")
         for stride in (TILE // 2, TILE):
             bare, bare_cpu, windows = bare_inference_seconds(bundle, small, stride, args.batch)
             runs = [label_once(bundle, small, work / f"core_{stride}_{repeat}", stride, args.batch,
@@ -228,7 +229,8 @@ def main() -> None:
                   f"{bare / full:.2f} wall, {bare_cpu / full_cpu:.2f} CPU")
 
         print("\n(b)+(c) peak RSS and Mpx/s, each scene labelled in its own process")
-        scenes = [("1k x 1k", small, TILE // 2), ("1k x 1k", small, args.big_stride)]
+        side = f"{args.size} x {args.size}"
+        scenes = [(side, small, TILE // 2), (side, small, args.big_stride)]
         if args.big:
             scenes.append((f"{args.big // 1000}k x {args.big // 1000}k", mosaic_vrt(source, args.big, work / "scene_big.vrt"), args.big_stride))
         for name, scene, stride in scenes:
@@ -238,7 +240,7 @@ def main() -> None:
                   f"(after imports and bundle load {report['baseline_rss_mib']:.0f} MiB)")
 
         print("\n(d) radiometry matching: percentile sampling (lattice of windowed reads) and the per-window mapping")
-        for name, scene in [("1k x 1k", small)] + ([(scenes[-1][0], scenes[-1][1])] if args.big else []):
+        for name, scene in [(side, small)] + ([(scenes[-1][0], scenes[-1][1])] if args.big else []):
             seconds, samples = sampling_seconds(bundle, scene)
             print(f"  {name}: sampling {seconds * 1000:.0f} ms for {samples} pixels per band")
         auto = min(label_once(bundle, small, work / f"auto_{repeat}", TILE, args.batch, polygons=False, preview=False)["seconds"]
@@ -246,7 +248,7 @@ def main() -> None:
         plain = min(label_once(bundle, small, work / f"none_{repeat}", TILE, args.batch, polygons=False, preview=False,
                                radiometry="none")["seconds"] for repeat in range(REPEATS))
         sample_1k = sampling_seconds(bundle, small)[0]
-        print(f"  1k x 1k stride {TILE}, rasters only: radiometry auto {auto:.2f} s vs none {plain:.2f} s -> ratio {plain / auto:.2f}; "
+        print(f"  {side} stride {TILE}, rasters only: radiometry auto {auto:.2f} s vs none {plain:.2f} s -> ratio {plain / auto:.2f}; "
               f"sampling is {sample_1k / auto:.1%} of the labelling")
 
         if args.empty:
