@@ -2,7 +2,8 @@
 reference (points or polygons with a class column, or a class raster), the engine's assessment
 (sembridge_engine.labelling.assess, the same as `sembridge assess`) runs in a worker, and the box
 shows the overall accuracy with its 95 % interval and each class's user's / producer's accuracy and
-F1. The JSON and CSV go beside the map, under the names the command line uses."""
+F1. The JSON and CSV go beside the map, under the names the command line uses; earlier ones are
+replaced only when the user says so, and a cancelled assessment writes nothing."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,8 +11,8 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableWidget,
-    QTableWidgetItem, QVBoxLayout,
+    QAbstractItemView, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QMessageBox, QPushButton,
+    QTableWidget, QTableWidgetItem, QVBoxLayout,
 )
 
 from app.label.messages import for_the_panel
@@ -63,13 +64,18 @@ def read_reference_layout(path: str, layer: str | None) -> ReferenceLayout:
     return layout
 
 
-def assess_and_write(map_path: str, reference: str, column: str | None, layer: str | None):
-    """The engine's assessment, written beside the map as `sembridge assess` writes it (worker thread)."""
+def output_prefix(map_path: str) -> Path:
+    """Where the assessment of ``map_path`` is written: beside it, as `sembridge assess` names it."""
     from sembridge_engine.commands.assess import default_prefix
-    from sembridge_engine.labelling.assess import assess_map, write_assessment
 
-    assessment = assess_map(map_path, reference, class_column=column, layer=layer)
-    return assessment, write_assessment(assessment, default_prefix(Path(map_path)))
+    return default_prefix(Path(map_path))
+
+
+def earlier_assessment(map_path: str) -> list[Path]:
+    """Files of an earlier assessment of ``map_path`` that a new one would replace."""
+    from sembridge_engine.labelling.assess import assessment_files
+
+    return [path for path in assessment_files(output_prefix(map_path)) if path.exists()]
 
 
 def percent(value: float | None) -> str:
@@ -107,10 +113,17 @@ class AssessmentBox(QGroupBox):
         self.column_note.setStyleSheet("color: #8a5a00;")
         self.assess_button = QPushButton("Assess accuracy")
         self.assess_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the assessment; nothing is written and earlier files stay as they were")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.hide()
         self.unit_combo = QComboBox()
         self.unit_combo.setToolTip("Polygons: each judged by the map's majority class inside it (independent "
                                    "samples, the honest interval); pixels: every covered pixel")
         self.unit_combo.currentIndexChanged.connect(lambda _index: self._show_unit())
+        self.status_label = QLabel()  # what the assessment is doing, or why it did not run
+        self.status_label.setWordWrap(True)
+        self.status_label.hide()
         self.overall_label = QLabel()
         self.overall_label.setWordWrap(True)
         self.overall_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -138,12 +151,14 @@ class AssessmentBox(QGroupBox):
         form.addRow("Class column:", self.column_combo)
         buttons = QHBoxLayout()
         buttons.addWidget(self.assess_button)
+        buttons.addWidget(self.cancel_button)
         buttons.addWidget(QLabel("Accuracy:"))
         buttons.addWidget(self.unit_combo, 1)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.column_note)
         layout.addLayout(buttons)
+        layout.addWidget(self.status_label)
         layout.addWidget(self.overall_label)
         layout.addWidget(self.table)
         layout.addWidget(self.written_label)
@@ -237,22 +252,60 @@ class AssessmentBox(QGroupBox):
     def start(self) -> None:
         if not self.assess_button.isEnabled():
             return
-        reference, column, layer = self.reference_choice()
-        worker = plain_worker(assess_and_write, self.map_path, reference, column, layer)
-        worker.succeeded.connect(lambda outcome, map_path=self.map_path: self._assessed(map_path, *outcome))
-        worker.failed.connect(lambda message, _cancelled: show_error(
-            self.error_label, f"Assessment failed: {for_the_panel(message)}"))
+        if not self._may_replace(earlier_assessment(self.map_path)):
+            self.set_status("Not assessed: the earlier assessment files were kept.")
+            return
+        from sembridge_engine.labelling.assess import assess_to_files
+
+        map_path, (reference, column, layer) = self.map_path, self.reference_choice()
+        prefix = output_prefix(map_path)
+
+        def job(_callback, cancel):
+            return assess_to_files(map_path, reference, prefix, class_column=column, layer=layer, cancel=cancel)
+
+        worker = EngineWorker(job)
+        worker.succeeded.connect(lambda outcome: self._assessed(map_path, *outcome))
+        worker.failed.connect(self._assessment_failed)
         worker.finished.connect(self._assess_worker_done)
         self._assess_worker = worker
         self.clear_result()
-        self.overall_label.setText("Assessing…")
+        self.set_status("Assessing…")
+        self.cancel_button.setEnabled(True)
+        self.cancel_button.show()
+        self._update_button()
         worker.start()
+
+    def _may_replace(self, earlier: list[Path]) -> bool:
+        """Ask before an assessment replaces earlier files beside the map; True when none exist."""
+        if not earlier:
+            return True
+        names = "\n".join(path.name for path in earlier)
+        answer = QMessageBox.question(self, "Replace the earlier assessment?",
+                                      f"An earlier assessment of this map is in {earlier[0].parent}:\n{names}\n\n"
+                                      "Assessing again replaces these files. Replace them?",
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def cancel(self) -> None:
+        """Stop the running assessment at its next check (between blocks of the map)."""
+        if self._assess_worker is not None:
+            self._assess_worker.cancel()
+            self.cancel_button.setEnabled(False)
+            self.set_status("Cancelling…")
+
+    def _assessment_failed(self, message: str, cancelled: bool) -> None:
+        if cancelled:
+            self.set_status("Assessment cancelled: nothing was written (earlier files, if any, are unchanged).")
+        else:
+            show_error(self.error_label, f"Assessment failed: {for_the_panel(message)}")
 
     def _assess_worker_done(self) -> None:
         self._assess_worker.deleteLater()
         self._assess_worker = None
-        if self.assessment is None and self.overall_label.text() == "Assessing…":
-            self.overall_label.setText("")
+        self.cancel_button.hide()
+        if self.status_label.text() in ("Assessing…", "Cancelling…"):
+            self.set_status("")
         self._update_button()
         self.assessed.emit()
 
@@ -303,7 +356,12 @@ class AssessmentBox(QGroupBox):
         self.table.setFixedHeight(self.table.horizontalHeader().height() + self.table.verticalHeader().length()
                                   + 2 * self.table.frameWidth() + 2)  # every class visible, no inner scrolling
 
+    def set_status(self, text: str) -> None:
+        self.status_label.setText(text)
+        self.status_label.setVisible(bool(text))
+
     def clear_result(self) -> None:
+        self.set_status("")
         self.assessment, self.written = None, []
         self.unit_combo.clear()
         self.unit_combo.setEnabled(False)

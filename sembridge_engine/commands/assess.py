@@ -23,12 +23,12 @@ def default_prefix(map_path: Path) -> Path:
 
 
 def run(args) -> int:
-    from sembridge_engine.labelling.assess import assess_map, write_assessment
+    from sembridge_engine.labelling.assess import assess_to_files
 
     map_path = Path(args.map)
     try:
-        assessment = assess_map(map_path, args.reference, class_column=args.class_column, layer=args.layer)
-        written = write_assessment(assessment, Path(args.out) if args.out else default_prefix(map_path))
+        assessment, written = assess_to_files(map_path, args.reference, Path(args.out) if args.out else default_prefix(map_path),
+                                              class_column=args.class_column, layer=args.layer)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -10,7 +10,9 @@ k, the share mapped as k) and F1.
 Units: points are the samples of a point reference; for polygons every covered pixel is a sample
 (``pixels``) and, because neighbouring pixels are not independent, each polygon is also judged by
 the map's majority class inside it (``polygons``), whose interval is the honest one; a raster
-reference is compared pixel by pixel. The map is read block by block, so memory does not grow with it.
+reference is compared pixel by pixel. The map is read block by block, so memory does not grow with it,
+and a CancelToken is checked between blocks (and point chunks): a cancelled assessment raises
+Cancelled having written nothing (``assess_map`` only reads; ``write_assessment`` writes).
 """
 from __future__ import annotations
 
@@ -22,12 +24,15 @@ from typing import Sequence
 import numpy as np
 
 from sembridge_engine.atomic import write_csv_atomic, write_json_atomic
+from sembridge_engine.events import CancelToken
 
 from .writers import class_names_of
 
 Z_95 = 1.959964
 CLASS_COLUMNS = ("class", "class_name", "classname", "label", "landcover", "land_cover")
 ASSESS_BLOCK = 1024
+UNITS = ("points", "pixels", "polygons")
+POINT_CHUNK = 4096  # points sampled between two cancellation checks
 
 
 class AssessmentError(ValueError):
@@ -187,33 +192,45 @@ def _read_vector(path: Path, class_column: str | None, layer: str | None, map_cr
     return frame, column, kind, source_crs
 
 
-def _blocks(dataset, block: int):
+def _raise_if_cancelled(cancel: CancelToken | None) -> None:
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+
+
+def _blocks(dataset, block: int, cancel: CancelToken | None):
+    """The map's windows, checking ``cancel`` before each."""
     from rasterio.windows import Window
 
     for row in range(0, dataset.height, block):
         for col in range(0, dataset.width, block):
+            _raise_if_cancelled(cancel)
             yield Window(col, row, min(block, dataset.width - col), min(block, dataset.height - row))
 
 
-def _assess_points(dataset, names: list[str], ids: np.ndarray, frame) -> tuple[list[Accuracy], dict]:
+def _assess_points(dataset, names: list[str], ids: np.ndarray, frame,
+                   cancel: CancelToken | None) -> tuple[list[Accuracy], dict]:
     from rasterio.transform import rowcol
 
     k = len(names)
-    rows, cols = rowcol(dataset.transform, frame.geometry.x.to_numpy(), frame.geometry.y.to_numpy())
+    xs, ys = frame.geometry.x.to_numpy(), frame.geometry.y.to_numpy()
+    rows, cols = rowcol(dataset.transform, xs, ys)
     rows, cols = np.asarray(rows), np.asarray(cols)
     inside = (rows >= 0) & (rows < dataset.height) & (cols >= 0) & (cols < dataset.width)
     mapped = np.full(len(ids), -1, dtype=np.int64)
-    if inside.any():
-        values = np.array([value[0] for value in dataset.sample(zip(frame.geometry.x.to_numpy()[inside],
-                                                                    frame.geometry.y.to_numpy()[inside]))])
-        mapped[inside] = np.where(values == dataset.nodata, -1, values)
+    positions = np.flatnonzero(inside)
+    for start in range(0, len(positions), POINT_CHUNK):
+        _raise_if_cancelled(cancel)
+        chunk = positions[start:start + POINT_CHUNK]
+        values = np.array([value[0] for value in dataset.sample(zip(xs[chunk], ys[chunk]))])
+        mapped[chunk] = np.where(values == dataset.nodata, -1, values)
     used = (ids >= 0) & (mapped >= 0) & (mapped < k)
     confusion = np.bincount(ids[used] * k + mapped[used], minlength=k * k).reshape(k, k)
     details = {"points_outside_map": int((~inside).sum()), "points_on_map_nodata": int((inside & (mapped < 0)).sum())}
     return [Accuracy("points", names, confusion)], details
 
 
-def _assess_polygons(dataset, names: list[str], ids: np.ndarray, frame, block: int) -> tuple[list[Accuracy], dict]:
+def _assess_polygons(dataset, names: list[str], ids: np.ndarray, frame, block: int,
+                     cancel: CancelToken | None) -> tuple[list[Accuracy], dict]:
     import shapely
     from rasterio.features import rasterize
 
@@ -222,7 +239,7 @@ def _assess_polygons(dataset, names: list[str], ids: np.ndarray, frame, block: i
     tree = shapely.STRtree(geometries)
     histogram = np.zeros((count, k), dtype=np.int64)
     nodata_pixels = 0
-    for window in _blocks(dataset, block):
+    for window in _blocks(dataset, block, cancel):
         candidates = tree.query(shapely.box(*dataset.window_bounds(window)))
         if not len(candidates):
             continue
@@ -246,7 +263,8 @@ def _assess_polygons(dataset, names: list[str], ids: np.ndarray, frame, block: i
     return [Accuracy("pixels", names, pixels), Accuracy("polygons", names, polygons)], details
 
 
-def _assess_raster(dataset, names: list[str], reference_path: Path, block: int) -> tuple[list[Accuracy], dict]:
+def _assess_raster(dataset, names: list[str], reference_path: Path, block: int,
+                   cancel: CancelToken | None) -> tuple[list[Accuracy], dict]:
     """Pixel by pixel against a reference class raster, warped (nearest) onto each map block."""
     import rasterio
     from rasterio.errors import RasterioError
@@ -269,7 +287,7 @@ def _assess_raster(dataset, names: list[str], reference_path: Path, block: int) 
         fill = 65535 if reference.nodata != 65535 else 65534
         confusion = np.zeros(k * k, dtype=np.int64)
         outside = 0
-        for window in _blocks(dataset, block):
+        for window in _blocks(dataset, block, cancel):
             truth = np.full((window.height, window.width), fill, dtype=np.int64)
             reproject(rasterio.band(reference, 1), truth, src_nodata=reference.nodata, dst_nodata=fill,
                       dst_transform=dataset.window_transform(window), dst_crs=dataset.crs, resampling=Resampling.nearest)
@@ -285,23 +303,25 @@ def _assess_raster(dataset, names: list[str], reference_path: Path, block: int) 
 
 
 def assess_map(map_path, reference_path, *, class_column: str | None = None, layer: str | None = None,
-               block: int = ASSESS_BLOCK) -> Assessment:
-    """Compare the class map at ``map_path`` with points, polygons or a raster at ``reference_path``."""
+               block: int = ASSESS_BLOCK, cancel: CancelToken | None = None) -> Assessment:
+    """Compare the class map at ``map_path`` with points, polygons or a raster at ``reference_path``;
+    raises Cancelled once ``cancel`` is set (checked between blocks, point chunks and reading steps)."""
     map_path, reference_path = Path(map_path), Path(reference_path)
     if not reference_path.exists():
         raise AssessmentError(f"{reference_path}: reference not found")
     dataset, names = _open_map(map_path)
     with dataset:
         if reference_path.suffix.lower() in (".tif", ".tiff", ".vrt", ".img"):
-            accuracies, details = _assess_raster(dataset, names, reference_path, block)
+            accuracies, details = _assess_raster(dataset, names, reference_path, block, cancel)
             kind = "raster"
         else:
             frame, column, kind, source_crs = _read_vector(reference_path, class_column, layer, dataset.crs)
+            _raise_if_cancelled(cancel)
             ids, unknown = _class_ids(frame[column].tolist(), names, str(reference_path))
             if kind == "points":
-                accuracies, details = _assess_points(dataset, names, ids, frame)
+                accuracies, details = _assess_points(dataset, names, ids, frame, cancel)
             else:
-                accuracies, details = _assess_polygons(dataset, names, ids, frame, block)
+                accuracies, details = _assess_polygons(dataset, names, ids, frame, block, cancel)
             details = {"reference_crs": source_crs, "class_column": column, "features": len(frame),
                        "features_with_unknown_class": int((ids < 0).sum()), "unknown_reference_classes": unknown, **details}
         details["map_crs"] = dataset.crs.to_string()
@@ -311,8 +331,25 @@ def assess_map(map_path, reference_path, *, class_column: str | None = None, lay
     return Assessment(map_path, reference_path, kind, accuracies, details)
 
 
+def assess_to_files(map_path, reference_path, out_prefix, *, class_column: str | None = None,
+                    layer: str | None = None, cancel: CancelToken | None = None) -> tuple[Assessment, list[Path]]:
+    """``assess_map`` then ``write_assessment``; cancelled at any point before writing, it writes nothing
+    (earlier files under the prefix stay as they were)."""
+    assessment = assess_map(map_path, reference_path, class_column=class_column, layer=layer, cancel=cancel)
+    _raise_if_cancelled(cancel)
+    return assessment, write_assessment(assessment, out_prefix)
+
+
+def assessment_files(out_prefix) -> list[Path]:
+    """Every file an assessment under ``out_prefix`` may write: the JSON and one CSV per unit."""
+    prefix = Path(out_prefix)
+    return [prefix.with_name(prefix.name + ".json"), *(prefix.with_name(f"{prefix.name}_{unit}.csv") for unit in UNITS)]
+
+
 def write_assessment(assessment: Assessment, out_prefix) -> list[Path]:
-    """``<prefix>.json`` (everything) and ``<prefix>_<unit>.csv`` (confusion matrix and accuracies) per unit, atomically."""
+    """``<prefix>.json`` (everything) and ``<prefix>_<unit>.csv`` (confusion matrix and accuracies) per unit, atomically.
+    A CSV of a unit this assessment lacks, left by an earlier one under the same prefix, is removed so
+    the files beside each other always describe one assessment."""
     prefix = Path(out_prefix)
     written = [prefix.with_name(prefix.name + ".json")]
     write_json_atomic(written[0], assessment.to_dict())
@@ -320,4 +357,6 @@ def write_assessment(assessment: Assessment, out_prefix) -> list[Path]:
         path = prefix.with_name(f"{prefix.name}_{accuracy.unit}.csv")
         write_csv_atomic(path, *accuracy.csv_rows())
         written.append(path)
+    for stale in set(assessment_files(prefix)) - set(written):
+        stale.unlink(missing_ok=True)
     return written

@@ -1,6 +1,7 @@
 """Label map on the bundled scene: per-scene bands and areas, the engine's pre-flight plan in the
 panel's words, outputs written (never replaced unasked), the map view before and after, the map's
-accuracy against the scene's reference polygons."""
+accuracy against the scene's reference polygons (earlier assessments replaced only when the user says
+so, a running one cancellable)."""
 from __future__ import annotations
 
 import json
@@ -186,9 +187,10 @@ def assess(qtbot, box) -> None:
         box.assess_button.click()
 
 
-def test_the_labelled_map_is_assessed_against_the_scenes_reference(qtbot, panel, tmp_path):
+def test_the_labelled_map_is_assessed_against_the_scenes_reference(qtbot, panel, tmp_path, monkeypatch):
     from sembridge_engine.labelling.assess import assess_map
 
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: QMessageBox.StandardButton.Yes)  # re-assessing replaces
     box = panel.assessment
     with qtbot.waitSignal(box.layoutRead, timeout=30000):
         box.reference_field.set_path(REFERENCE)
@@ -248,3 +250,88 @@ def test_the_labelled_map_is_assessed_against_the_scenes_reference(qtbot, panel,
     assess(qtbot, box)
     assert box.unit_combo.currentData() == "pixels" and box.accuracy().overall == 1.0
     assert box.accuracy().samples == expected["pixels"]["samples"]
+
+
+def labelled_and_assessed(qtbot, panel, out_dir: Path) -> dict[str, bytes]:
+    """The demo scene labelled and assessed once against its reference; the files written, by name."""
+    box = panel.assessment
+    with qtbot.waitSignal(box.layoutRead, timeout=30000):
+        box.reference_field.set_path(REFERENCE)
+    add_and_plan(qtbot, panel, SCENE)
+    label(qtbot, panel, out_dir)
+    assess(qtbot, box)
+    assert box.assessment is not None, box.error_label.text()
+    return {path.name: path.read_bytes() for path in box.written}
+
+
+def assessment_files_beside(panel) -> dict[str, bytes]:
+    folder = panel.current_entry().result.classes.parent
+    return {path.name: path.read_bytes() for path in folder.glob("ucmerced_mosaic_assessment*")}
+
+
+def test_reassessing_asks_before_replacing_the_earlier_files(qtbot, panel, tmp_path, monkeypatch):
+    asked = []
+
+    def answer(reply):
+        monkeypatch.setattr(QMessageBox, "question", lambda *args: asked.append(args[2]) or reply)
+
+    answer(QMessageBox.StandardButton.Yes)
+    box = panel.assessment
+    first = labelled_and_assessed(qtbot, panel, tmp_path / "maps")
+    assert not asked, "nothing to replace the first time"
+    assert set(first) == {"ucmerced_mosaic_assessment.json", "ucmerced_mosaic_assessment_pixels.csv",
+                          "ucmerced_mosaic_assessment_polygons.csv"}
+    shown = box.overall_label.text()
+
+    answer(QMessageBox.StandardButton.No)
+    box.column_combo.setCurrentText("ucmerced_class")
+    box.assess_button.click()
+    assert len(asked) == 1 and "ucmerced_mosaic_assessment_polygons.csv" in asked[0] and "replaces" in asked[0]
+    assert box._assess_worker is None, "No: the assessment does not run"
+    assert "earlier assessment files were kept" in box.status_label.text()
+    assert box.overall_label.text() == shown and assessment_files_beside(panel) == first
+
+    answer(QMessageBox.StandardButton.Yes)
+    with qtbot.waitSignal(box.layoutRead, timeout=30000):
+        box.reference_field.set_path(panel.current_entry().result.classes)  # the map against itself: pixels only
+    assess(qtbot, box)
+    assert len(asked) == 2 and box.accuracy().overall == 1.0
+    replaced = assessment_files_beside(panel)
+    assert set(replaced) == {"ucmerced_mosaic_assessment.json", "ucmerced_mosaic_assessment_pixels.csv"}, \
+        "the earlier polygons CSV is gone: the files beside the map describe one assessment"
+    assert replaced["ucmerced_mosaic_assessment.json"] != first["ucmerced_mosaic_assessment.json"]
+    assert json.loads(replaced["ucmerced_mosaic_assessment.json"])["reference_kind"] == "raster"
+
+
+def test_a_running_assessment_can_be_cancelled(qtbot, panel, tmp_path, monkeypatch):
+    """Cancel while the engine reads the map: the panel is idle again, says so, and the earlier files
+    are untouched. The engine's block reader waits for the cancel here, so the click lands mid-run."""
+    import threading
+    import time
+
+    from sembridge_engine.labelling import assess
+
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: QMessageBox.StandardButton.Yes)
+    box = panel.assessment
+    earlier = labelled_and_assessed(qtbot, panel, tmp_path / "maps")
+    reading, real_blocks = threading.Event(), assess._blocks
+
+    def blocks_once_cancelled(dataset, block, cancel):
+        reading.set()
+        deadline = time.monotonic() + 60
+        while not cancel.cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield from real_blocks(dataset, block, cancel)
+
+    monkeypatch.setattr(assess, "_blocks", blocks_once_cancelled)
+    assert not box.cancel_button.isVisibleTo(box), "Cancel shows only while assessing"
+    box.assess_button.click()
+    assert box.cancel_button.isVisibleTo(box) and not box.assess_button.isEnabled()
+    assert box.status_label.text() == "Assessing…"
+    qtbot.waitUntil(reading.is_set, timeout=30000)
+    with qtbot.waitSignal(box.assessed, timeout=30000):
+        box.cancel_button.click()
+    assert box._assess_worker is None and box.assess_button.isEnabled() and not box.cancel_button.isVisibleTo(box)
+    assert box.status_label.text().startswith("Assessment cancelled: nothing was written")
+    assert box.assessment is None and box.table.rowCount() == 0 and not box.error_label.text()
+    assert assessment_files_beside(panel) == earlier, "the earlier assessment is untouched"

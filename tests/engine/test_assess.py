@@ -12,7 +12,8 @@ import pytest
 import rasterio
 import shapely
 
-from sembridge_engine.labelling.assess import AssessmentError, assess_map, write_assessment
+from sembridge_engine.events import CancelToken, Cancelled
+from sembridge_engine.labelling.assess import AssessmentError, assess_map, assess_to_files, write_assessment
 from sembridge_engine.labelling.options import LabelOptions
 from sembridge_engine.labelling.scene import label_scene
 
@@ -122,3 +123,44 @@ def test_unusable_references_give_clear_messages(mosaic_map, tmp_path, capsys):
         assess_map(result.classes, tmp_path / "elsewhere.gpkg")
     assert main(["assess", "--map", str(tmp_path / "missing.tif"), "--reference", str(_reference())]) == 1
     assert "map not found" in capsys.readouterr().err
+
+
+class CancelAfter(CancelToken):
+    """Cancels itself at its ``checks + 1``-th check: a user pressing Cancel part-way through."""
+
+    def __init__(self, checks: int) -> None:
+        super().__init__()
+        self.checks, self.seen = checks, 0
+
+    def raise_if_cancelled(self) -> None:
+        self.seen += 1
+        if self.seen > self.checks:
+            self.cancel()
+        super().raise_if_cancelled()
+
+
+def test_a_cancelled_assessment_stops_part_way_and_writes_nothing(mosaic_map, scale_bundle, tmp_path):
+    result, classes, profile = mosaic_map
+    names = scale_bundle.class_names
+    rng = np.random.default_rng(2)
+    rows, cols = rng.integers(0, classes.shape[0], 5000), rng.integers(0, classes.shape[1], 5000)
+    xs, ys = rasterio.transform.xy(profile["transform"], rows, cols)
+    geopandas.GeoDataFrame({"class": [names[value] for value in classes[rows, cols]]},
+                           geometry=geopandas.points_from_xy(xs, ys), crs=profile["crs"]).to_file(tmp_path / "points.gpkg")
+    for reference in (_reference(), result.classes, tmp_path / "points.gpkg"):  # polygons, raster, points
+        token = CancelAfter(checks=2)
+        with pytest.raises(Cancelled):
+            assess_to_files(result.classes, reference, tmp_path / "out" / "mosaic", cancel=token)
+        assert token.seen == 3, f"{reference.name}: cancel checked between blocks / point chunks"
+        assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir()), "nothing partial written"
+    assess_to_files(result.classes, _reference(), tmp_path / "out" / "mosaic")
+    before = {path.name: path.read_bytes() for path in (tmp_path / "out").iterdir()}
+    assert set(before) == {"mosaic.json", "mosaic_pixels.csv", "mosaic_polygons.csv"}
+    token = CancelAfter(checks=3)  # points: read, two chunks, then cancelled just before writing
+    with pytest.raises(Cancelled):
+        assess_to_files(result.classes, tmp_path / "points.gpkg", tmp_path / "out" / "mosaic", cancel=token)
+    assert {path.name: path.read_bytes() for path in (tmp_path / "out").iterdir()} == before, \
+        "a cancelled re-assessment leaves the earlier files as they were"
+    # Not cancelled, the same token type lets it finish: the checks do not end it by themselves.
+    finished = assess_map(result.classes, _reference(), block=256, cancel=CancelAfter(checks=10_000))
+    assert finished.accuracies[1].samples == 36
