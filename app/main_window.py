@@ -3,13 +3,14 @@ status bar that always shows the active compute device and the running job."""
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QLabel,
-    QListWidget, QListWidgetItem, QMainWindow, QMessageBox, QProgressBar, QStackedWidget, QStyle,
+    QListWidget, QListWidgetItem, QMainWindow, QMessageBox, QProgressBar, QSpinBox, QStackedWidget, QStyle,
     QVBoxLayout, QWidget,
 )
 
@@ -80,9 +81,17 @@ class SettingsDialog(QDialog):
         for name, description in devices or [("auto", "Automatic")]:
             self.device_combo.addItem(description, name)
         self.device_combo.setCurrentIndex(max(0, self.device_combo.findData(settings.device)))
+        self.threads_spin = QSpinBox()
+        self.threads_spin.setRange(0, max(1, os.cpu_count() or 1))
+        self.threads_spin.setSpecialValueText("Automatic (all cores but one)")
+        self.threads_spin.setValue(settings.training_threads)
+        self.threads_spin.setToolTip("CPU threads a training run uses. Automatic leaves one core free so the window "
+                                     "stays responsive; choose every core for the fastest run on a machine you are "
+                                     "not using meanwhile.")
         form = QFormLayout()
         form.addRow("Runs folder:", self.output_field)
         form.addRow("Device for classify/label:", self.device_combo)
+        form.addRow("Training CPU threads:", self.threads_spin)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -94,6 +103,7 @@ class SettingsDialog(QDialog):
     def accept(self) -> None:
         self.settings.output_dir = self.output_field.path()
         self.settings.device = self.device_combo.currentData() or "auto"
+        self.settings.training_threads = self.threads_spin.value()
         self.settings.save()
         super().accept()
 
@@ -302,7 +312,7 @@ class MainWindow(QMainWindow):
         if config.output_dir and config.output_dir != str(self.settings.output_path):
             self.settings.output_dir = config.output_dir
             self.settings.save()
-        worker = TrainWorker(copy.deepcopy(config))
+        worker = TrainWorker(copy.deepcopy(config), threads=self.settings.training_threads)
         self._follow(worker, f"Training “{config.name}”")
         return worker
 
@@ -310,7 +320,7 @@ class MainWindow(QMainWindow):
         if self.train_worker is not None:
             QMessageBox.information(self, "Run in progress", "Wait for the current run to finish or cancel it first.")
             return None
-        worker = TrainWorker(resume_dir=run_dir)
+        worker = TrainWorker(resume_dir=run_dir, threads=self.settings.training_threads)
         self._follow(worker, f"Resuming {run_dir.name}")
         return worker
 

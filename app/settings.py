@@ -51,6 +51,7 @@ class Settings:
     window_state: str = ""
     last_bundle: str = ""
     last_folders: dict[str, str] = field(default_factory=dict)  # file-dialog key -> folder last chosen there
+    training_threads: int = 0  # CPU threads of a training run; 0: every core but one (the window keeps one)
 
     @property
     def output_path(self) -> Path:

@@ -156,14 +156,21 @@ def warm_up_engine() -> None:
 
 class TrainWorker(EngineWorker):
     """training.train(config) or, with ``resume_dir``, training.resume(run_dir), in a child process
-    (app/training_process.py explains why); this thread relays the child's events as signals."""
+    (app/training_process.py explains why); this thread relays the child's events as signals.
 
-    def __init__(self, config: Any = None, *, resume_dir: Path | None = None, parent=None) -> None:
+    ``threads``: CPU threads the child trains with (0: every core but one). ``processStarted``
+    carries what the child reports of itself (its pid, thread counts and niceness as it runs)."""
+
+    processStarted = Signal(dict)
+
+    def __init__(self, config: Any = None, *, resume_dir: Path | None = None, threads: int = 0, parent=None) -> None:
         if (config is None) == (resume_dir is None):
             raise ValueError("TrainWorker needs either a config or a run folder to resume")
         self.config = config
         self.run_dir = Path(resume_dir) if resume_dir else None
         self.resuming = resume_dir is not None
+        self.threads = threads
+        self.child_report: dict = {}
         self._stop = None
         super().__init__(self._train, parent)
 
@@ -190,7 +197,7 @@ class TrainWorker(EngineWorker):
             self._stop.set()
         child = context.Process(target=training_process.run_training, name="sembridge-training", daemon=True,
                                 args=(self.config, str(self.run_dir) if self.resuming else None, events, self._stop,
-                                      os.getpid()))
+                                      os.getpid(), self.threads))
         child.start()
         try:
             while True:
@@ -205,6 +212,12 @@ class TrainWorker(EngineWorker):
                     self.on_event(item)
                     continue
                 outcome, payload = item
+                if outcome == training_process.STARTED:
+                    self.child_report = payload
+                    log.info("training process %(pid)s: %(torch_threads)s CPU threads, %(interop_threads)s inter-op "
+                             "threads, niceness %(niceness)s", payload)
+                    self.processStarted.emit(payload)
+                    continue
                 if outcome == training_process.DONE:
                     self.run_dir = Path(payload.run_dir)
                     return payload

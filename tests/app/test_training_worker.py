@@ -128,3 +128,52 @@ def test_training_runs_in_its_own_process_not_the_ui_process(qtbot, tiny_config,
     assert worker.error == "", worker.error
     assert epochs == [("student", 1)], "the child's events reach the UI process"
     assert RunFolder(worker.run_dir).status == "finished" and RunFolder(worker.run_dir).has_bundle
+
+
+def _child_report(qtbot, config, threads: int = 0) -> dict:
+    """What a training process reports of itself (read inside it from torch and the OS); the config
+    points at a missing archive, so the run fails right after the report."""
+    worker = TrainWorker(config, threads=threads)
+    worker.start()
+    wait_worker(qtbot, worker, timeout=120000)
+    assert "missing_archive" in worker.error, worker.error
+    return worker.child_report
+
+
+def test_the_training_process_leaves_the_window_a_core_and_runs_at_the_lowest_priority(qtbot, tiny_config, tmp_path,
+                                                                                         monkeypatch):
+    """Starved of a core by the training threads, the UI froze for 190-240 ms under load; the child
+    must cap torch's pools (and OpenMP / MKL / OpenBLAS, through the environment before they load) at
+    all cores but one, and lower its priority to the least."""
+    import os
+
+    from sembridge_engine.config import apply_overrides
+
+    from app.training_process import BACKGROUND_NICENESS, NICENESS_ENV, THREADS_ENV, usable_cores
+
+    monkeypatch.delenv(NICENESS_ENV, raising=False)  # the tests' conftest lets runs compete as equals
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    config = apply_overrides(tiny_config, [f"data.ms_path={tmp_path / 'missing_archive'}"])
+    report = _child_report(qtbot, config)
+    expected = max(1, usable_cores() - 1)
+    assert report["pid"] != os.getpid()
+    assert report["torch_threads"] == expected and report["interop_threads"] == expected, report
+    assert report["environment"]["OMP_NUM_THREADS"] == str(expected) == report["environment"]["OPENBLAS_NUM_THREADS"]
+    assert report["imported_before_limits"] == [], "torch or numpy loaded its thread pools before the cap"
+    if os.name == "posix":
+        assert report["niceness"] == BACKGROUND_NICENESS == 19
+    if usable_cores() == 2:
+        assert report["torch_threads"] == 1
+
+
+def test_training_threads_can_be_raised_by_setting_or_environment(qtbot, tiny_config, tmp_path, monkeypatch):
+    from sembridge_engine.config import apply_overrides
+
+    from app.training_process import THREADS_ENV, training_threads
+
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert training_threads() == 3 and training_threads(2) == 2, "the app setting wins over the environment"
+    config = apply_overrides(tiny_config, [f"data.ms_path={tmp_path / 'missing_archive'}"])
+    report = _child_report(qtbot, config, threads=2)
+    assert report["torch_threads"] == 2 and report["interop_threads"] == 2, "the setting reaches the training process"
+    assert report["environment"]["MKL_NUM_THREADS"] == "2"
