@@ -4,10 +4,14 @@
 torch.distributed is touched, so code written for N processes runs unchanged in one. Under torchrun
 each process builds its own from the environment torchrun sets (``from_environment``); nccl on
 CUDA, gloo on CPU. Training (training/distributed.py) and batch labelling (labelling/batch.py) use it.
+Besides collectives, which every rank must enter, it keeps torchrun's key-value store: flags any rank
+raises and every rank can look up on its own (``raise_flag``, ``flag_raised``), and a barrier that
+keeps polling while it waits (``wait_for_all``), for ranks doing different amounts of work.
 """
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -23,6 +27,7 @@ class Distributed:
     local_world_size: int = 1
     group: Any = None
     device: torch.device = torch.device("cpu")   # where collectives run: the rank's GPU for nccl
+    store: Any = None   # torchrun's key-value store (under this engine's prefix); None in one process
 
     @property
     def enabled(self) -> bool:
@@ -43,14 +48,39 @@ class Distributed:
         device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
         if cuda:
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
-        return cls(rank, world, local_rank, int(environ.get("LOCAL_WORLD_SIZE", world)), dist.group.WORLD, device)
+        # The rendezvous init_process_group would do itself, keeping its store for the flags below.
+        store, _, _ = next(dist.rendezvous("env://", rank, world))
+        dist.init_process_group("nccl" if cuda else "gloo", store=dist.PrefixStore("default_pg", store), rank=rank, world_size=world)
+        return cls(rank, world, local_rank, int(environ.get("LOCAL_WORLD_SIZE", world)), dist.group.WORLD, device,
+                   dist.PrefixStore("sembridge/", store))
 
     def close(self) -> None:
         if self.enabled:
             import torch.distributed as dist
 
             dist.destroy_process_group(self.group)
+
+    # -- the store: no collective, so ranks need not be at the same point ---------------------------
+    def raise_flag(self, name: str) -> None:
+        """Flag ``name`` for every rank of the job (one process: nobody else to tell)."""
+        if self.enabled:
+            self.store.set(f"flag/{name}", "1")
+
+    def flag_raised(self, name: str) -> bool:
+        """Whether any rank raised flag ``name`` (a quick look-up in the store, no waiting)."""
+        return self.enabled and bool(self.store.check([f"flag/{name}"]))
+
+    def wait_for_all(self, name: str, poll: Callable[[], object], seconds: float = 0.2) -> None:
+        """Wait until every rank reached this point ``name``, calling ``poll`` every ``seconds`` meanwhile: a rank
+        that finished its share keeps handling what it sees (a cancel to pass on) instead of blocking in a
+        collective, where Python's signal handlers do not run."""
+        if not self.enabled:
+            return
+        key = f"arrived/{name}"
+        self.store.add(key, 1)
+        while self.store.add(key, 0) < self.world_size:
+            poll()
+            time.sleep(seconds)
 
     # -- sharding ---------------------------------------------------------------------------------
     def part(self, count: int) -> slice:

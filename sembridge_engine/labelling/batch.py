@@ -10,11 +10,19 @@ output set, and writes ``batch_summary.json`` (status, seconds, rank, outputs an
 and job) and ``batch_index.gpkg``: the footprint of every class raster in EPSG:4326 with its
 ``location`` (GDAL's tile-index layout, which QGIS opens as a layer).
 
+A cancel seen by one rank (a signal, its own token) stops every rank: it is posted in torchrun's store
+and every rank looks there whenever it checks its token (``RanksCancel``), so all stop within a model
+batch, whatever their shares of work; a rank done with its share waits for the others in a barrier that
+keeps looking (``Distributed.wait_for_all``), never blocked in a collective. Scenes finished before
+the cancel keep their outputs, the others are reported cancelled and leave nothing (a striped scene's
+finished strips included), and every rank returns the same summary.
+
 ``dist`` is a ``sembridge_engine.distributed.Distributed`` under torchrun, else None: one process
 needs no torch, so the ONNX labeller keeps running without it.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import shutil
 import time
@@ -39,6 +47,34 @@ INDEX_NAME = "batch_index.gpkg"
 INDEX_LAYER = "class_rasters"
 RESULT_OUTPUTS = ("classes", "style", "confidence", "probabilities", "polygons", "preview", "summary", "manifest")
 STATUS_ORDER = ("failed", "cancelled", "pending", "finished")   # a scene takes the first status any of its jobs has
+_BATCHES = itertools.count()   # names each batch's flag and barrier (every rank labels the same batches in order)
+
+
+class RanksCancel(CancelToken):
+    """The cancel token of every rank of a torchrun job: a cancel of this rank's ``local`` token is posted in the
+    store, and checking it looks there (at most every ``LOOK_SECONDS``), so every rank sees any rank's cancel."""
+
+    LOOK_SECONDS = 0.2
+
+    def __init__(self, local: CancelToken, dist: Distributed, flag: str) -> None:
+        super().__init__()
+        self.local, self.dist, self.flag, self._next_look = local, dist, flag, 0.0
+
+    @property
+    def cancelled(self) -> bool:
+        if not super().cancelled:
+            if self.local.cancelled:
+                self.dist.raise_flag(self.flag)
+                self.cancel()
+            elif time.monotonic() >= self._next_look:
+                self._next_look = time.monotonic() + self.LOOK_SECONDS
+                if self.dist.flag_raised(self.flag):
+                    self.cancel()
+        return super().cancelled
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancelled:
+            raise Cancelled("cancelled by the user" if self.local.cancelled else "cancelled in another process")
 
 
 @dataclass(frozen=True)
@@ -232,8 +268,13 @@ def label_scenes(bundle, scenes: Sequence[str | Path], out_dir, options: LabelOp
     options, out_dir = options or LabelOptions(), Path(out_dir)
     rank, world_size = (dist.rank, dist.world_size) if dist is not None else (0, 1)
     jobs = plan_jobs(bundle, scenes, options, world_size)
+    if dist is not None:
+        batch = f"batch{next(_BATCHES)}"
+        cancel = RanksCancel(cancel or CancelToken(), dist, f"{batch}/cancel")
     records = run_jobs(bundle, assign(jobs, world_size)[rank], out_dir, options, rank,
                        callback=callback, cancel=cancel, report=report)
+    if dist is not None:
+        dist.wait_for_all(batch, lambda: cancel.cancelled)
     mine = [asdict(record) for record in records]
     shares = dist.gather_json(mine) if dist is not None else [mine]
     summary = None

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import geopandas
 import numpy as np
+import psutil
 import pytest
 import rasterio
 from PIL import Image
 
 from sembridge_engine.cli import main
+from sembridge_engine.events import CancelToken
 from sembridge_engine.labelling.batch import INDEX_LAYER, SUMMARY_NAME, label_scenes, plan_jobs, run_jobs, write_batch_outputs
 from sembridge_engine.labelling.strips import STRIP_FOLDER
 from sembridge_engine.labelling.options import LabelOptions
@@ -192,6 +195,19 @@ def test_a_scene_whose_strips_cannot_be_joined_is_reported_failed(scale_bundle, 
     assert _files(tmp_path) == set(before) | {SUMMARY_NAME}
 
 
+def test_a_striped_scene_cancelled_after_its_first_strip_leaves_its_previous_set(scale_bundle, scenes, tmp_path):
+    label_scene(scale_bundle, scenes["reflectance"], tmp_path, OPTIONS)
+    before = {name: (tmp_path / name).read_bytes() for name in _files(tmp_path)}
+    token = CancelToken()
+    jobs = plan_jobs(scale_bundle, [scenes["reflectance"]], OPTIONS, workers=2)
+    records = run_jobs(scale_bundle, jobs, tmp_path, OPTIONS, cancel=token, report=lambda record: token.cancel())
+    assert [record.status for record in records] == ["finished", "cancelled"]
+    (scene,) = write_batch_outputs(scale_bundle, jobs, records, tmp_path, OPTIONS, 2, 0.0)["scenes"]
+    assert scene["status"] == "cancelled" and not scene["outputs"] and not any(job["outputs"] for job in scene["jobs"])
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert _files(tmp_path) == set(before) | {SUMMARY_NAME} and not any((tmp_path / STRIP_FOLDER).iterdir())
+
+
 def test_scenes_with_the_same_name_are_refused_before_any_work(scale_bundle, scenes, tmp_path):
     other = tmp_path / "elsewhere" / "mosaic.tif"
     other.parent.mkdir()
@@ -201,11 +217,18 @@ def test_scenes_with_the_same_name_are_refused_before_any_work(scale_bundle, sce
     assert not (tmp_path / "out").exists()
 
 
+def _torchrun_command(arguments: list[str]) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+            "-m", "sembridge_engine.cli", "label", *arguments, "--device", "cpu", "--no-preview"]
+
+
+def _torchrun_environment() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
 def _torchrun(arguments: list[str]) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-                           "-m", "sembridge_engine.cli", "label", *arguments, "--device", "cpu", "--no-preview"],
-                          env=environment, cwd=REPO, capture_output=True, text=True, timeout=600)
+    return subprocess.run(_torchrun_command(arguments), env=_torchrun_environment(), cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
 
 
 @pytest.mark.slow
@@ -234,3 +257,48 @@ def test_one_scene_under_torchrun_is_labelled_in_strips_joined_by_a_vrt(scale_bu
     classes, transform, _ = _pixels(out / "reflectance_classes.vrt")
     expected, expected_transform, _ = _pixels(one_process / "reflectance_classes.tif")
     assert transform == expected_transform and np.array_equal(classes, expected)
+
+
+def _scene_rows(source: Path, target: Path, rows: slice, repeat: int = 1) -> Path:
+    """Rows ``rows`` of a real scene, stacked ``repeat`` times, as a georeferenced GeoTIFF."""
+    with rasterio.open(source) as dataset:
+        data = np.concatenate([dataset.read()[:, rows]] * repeat, axis=1)
+        profile = {**dataset.profile, "height": data.shape[1], "compress": "deflate", "photometric": "rgb"}
+    with rasterio.open(target, "w", **profile) as out:
+        out.write(data)
+    return target
+
+
+@pytest.mark.slow
+def test_a_cancel_on_one_process_stops_every_process(scale_bundle, tmp_path):
+    """Rank 1 gets SIGINT after its first scene: rank 0, midway through a scene many times larger, stops too."""
+    big = _scene_rows(demo_mosaic(), tmp_path / "big.tif", slice(None), repeat=2)
+    small = [_scene_rows(demo_mosaic(), tmp_path / f"small{index}.tif", slice(384 * index, 384 * (index + 1)))
+             for index in range(3)]
+    out = tmp_path / "out"
+    process = subprocess.Popen(_torchrun_command(["--model", str(scale_bundle.path), "--out", str(out),
+                                                  "--scenes", str(big), *map(str, small)]),
+                               env=_torchrun_environment(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("rank 1: small0: "):
+                break
+        assert lines[-1].startswith("rank 1: small0: finished"), "".join(lines)
+        (second_rank,) = [child for child in psutil.Process(process.pid).children(recursive=True)
+                          if child.environ().get("RANK") == "1"]
+        second_rank.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=300)   # no rank hangs: both leave long before big.tif could be finished
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = "".join(lines) + rest
+    assert "rank 0: big: cancelled" in output and "rank 1: small1: cancelled" in output, output
+    summary = json.loads((out / SUMMARY_NAME).read_text())
+    statuses = {Path(scene["scene"]).stem: (scene["status"], scene["jobs"][0]["rank"]) for scene in summary["scenes"]}
+    assert statuses == {"big": ("cancelled", 0), "small0": ("finished", 1), "small1": ("cancelled", 1), "small2": ("cancelled", 1)}
+    manifest = json.loads((out / "small0_manifest.json").read_text())
+    assert manifest["state"] == "complete"
+    assert _files(out) == {*manifest["outputs"], "small0_manifest.json", SUMMARY_NAME, "batch_index.gpkg"}
+    assert "labelled 1 of 4 scenes" in output
