@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from resources import demo_project  # noqa: E402
 from sembridge_engine.config import apply_overrides, load_config  # noqa: E402
@@ -100,7 +101,8 @@ def step_seconds(arch: str, teacher_arch: str, teacher_features: Features, class
                  repeats: int) -> dict[str, float]:
     """CPU seconds per training step (min over repeats, interleaved) for the bare student step, + vanilla
     KD on cached teacher features, + the Planner's OT terms (the full SemBridge step), and the same with
-    the frozen first implementation of the Planner in its place."""
+    the frozen first implementation of the Planner in its place; plus the FLOPs of one KD and one full
+    step (forward and backward), whose ratio bounds what any implementation of the same maths can save."""
     from sembridge_engine.distill.losses import KDInputs, build_kd_loss
     from sembridge_engine.distill.planner import Planner
 
@@ -132,8 +134,12 @@ def step_seconds(arch: str, teacher_arch: str, teacher_features: Features, class
         optimizer.step()
 
     best = {"bare": float("inf"), "kd": float("inf"), "sembridge": float("inf"), "first": float("inf")}
+    for level in ("kd", "sembridge"):  # arithmetic of one step: what the Planner adds whatever the machine's load
+        with FlopCounterMode(display=False) as counter:
+            step(level)
+        best[f"{level}_flops"] = counter.get_total_flops()
     for _ in range(repeats):
-        for level in best:
+        for level in ("bare", "kd", "sembridge", "first"):
             started = time.process_time()
             for _ in range(4):
                 step(level)
@@ -157,7 +163,8 @@ def step_report(arch: str, teacher_arch: str, setup_run: Path, ms_root: Path, cl
             results[name, size] = steps
             print(f"  {size} px, {name}: bare {steps['bare'] * 1e3:.1f} ms, +KD {steps['kd'] * 1e3:.1f} ms, "
                   f"+KD+Planner {steps['sembridge'] * 1e3:.1f} ms -> Planner {(steps['sembridge'] / steps['kd'] - 1) * 100:+.1f}% "
-                  f"over the KD step (first implementation, same run: {(steps['first'] / steps['kd'] - 1) * 100:+.1f}%)")
+                  f"over the KD step (first implementation, same run: {(steps['first'] / steps['kd'] - 1) * 100:+.1f}%); "
+                  f"its arithmetic: {(steps['sembridge_flops'] / steps['kd_flops'] - 1) * 100:+.0f}% of the KD step's FLOPs")
     return results
 
 
