@@ -28,7 +28,9 @@ GROUP_OF = {metric: group for group, metrics in METRIC_GROUPS.items() for metric
 # Title, y-axis label and log scale of the plots of the groups the monitor knows by name.
 PLOT_LOOKS = {"transport": ("Transport cost (student vs teacher, log scale)", "cost", True),
               "accuracy": ("Accuracy and macro F1", "score", False),
-              "loss": ("Loss components", "loss", False)}
+              "loss": ("Loss components", "loss", False),
+              # Shares span 1e-4 (the paper-scale alignment terms) to 0.7 (the task loss): only a log axis shows both.
+              "gradient": ("Share of the student's gradient per loss term (log scale)", "share", True)}
 MARKER_NAMES = {"ssm": "SSM", "random": "random pairs", "dynm": "DynM"}
 
 
@@ -67,7 +69,8 @@ class MonitorPanel(QWidget):
         self.plots = {group: MetricPlot(*PLOT_LOOKS.get(group, (group.capitalize(), group, False))[:2], metrics,
                                         log=PLOT_LOOKS.get(group, ("", "", False))[2])
                       for group, metrics in METRIC_GROUPS.items()}
-        self.transport_plot, self.accuracy_plot, self.loss_plot = (self.plots[group] for group in PLOT_LOOKS)
+        self.transport_plot, self.accuracy_plot, self.loss_plot, self.gradient_plot = (
+            self.plots[group] for group in ("transport", "accuracy", "loss", "gradient"))
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(5000)

@@ -27,6 +27,9 @@ def test_a_reopened_run_shows_its_markers_log_and_results(qtbot, trained_run):
     assert folder.log_lines() and folder.log_lines()[0] in log_text
     points = monitor.point_counts()
     assert points["accuracy"] > 0 and points["loss"] > 0 and points["transport"] > 0
+    assert any(row.get("grad_share_ot1") for row in folder.stage_metrics("student"))
+    assert points["gradient"] > 0, "the gradient shares the engine logs per epoch are plotted"
+    assert monitor.gradient_plot.view.getAxis("left").logMode, "shares of ~1e-4 beside ~0.7 need a log axis"
     final = folder.final_metrics()
     assert monitor.confusion.matrix.shape == (len(final.class_names),) * 2
     assert monitor.f1_bars.values == [float(value) for value in final.test_per_class_f1]
