@@ -11,6 +11,11 @@ Measured (each run its own `sembridge` process, one OpenMP thread per process un
     previews on either side.
 The ratios are one process's time over two processes' time, measured in the same invocation, one run at a
 time. The machine's 2 cores are shared with other jobs: read the load average printed beside them.
+Because wall-time ratios on a shared machine say more about the other jobs than about torchrun, each
+command's CPU seconds (all its processes: torchrun and its workers, start-up included) are counted too.
+Their ratio is the work that going to two processes adds (start-up, duplicated set-up, communication,
+waiting spun on the CPU), whatever the load, and 2 x (one process's CPU / two processes' CPU) is the
+speed-up two free cores would give if the work split evenly: an upper bound, not a measurement.
 
 On paper: bytes each GPU sends per student step at 8 GPUs for a ResNet34 student (DDP's ring all-reduce
 of the gradients of the student and the Planner; the rows InfoNCE and CORAL gather, whose backward is an
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -49,13 +55,24 @@ def _command(processes: int) -> list[str]:
             "-m", "sembridge_engine.cli"]
 
 
-def _run(arguments: list[str], processes: int, threads: int, cache: Path) -> float:
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(arguments: list[str], processes: int, threads: int, cache: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command and every process it waited for)."""
     environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads), "SEMBRIDGE_CACHE_DIR": str(cache)}
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), _children_cpu_seconds()
     finished = subprocess.run(_command(processes) + arguments, env=environment, cwd=REPO, capture_output=True, text=True)
     if finished.returncode != 0:
         raise SystemExit(f"{' '.join(arguments[:2])} x{processes} failed:\n{finished.stdout[-3000:]}\n{finished.stderr[-3000:]}")
-    return time.perf_counter() - started
+    return time.perf_counter() - started, _children_cpu_seconds() - started_cpu
+
+
+def _cpu_line(label: str, one: float, two: float) -> str:
+    return (f"  CPU, {label}: 1 process {one:.1f} s, 2 processes {two:.1f} s -> work added x{two / one:.2f}; "
+            f"speed-up two free cores would give at most {2 * one / two:.2f}x")
 
 
 def _load() -> str:
@@ -68,21 +85,22 @@ def student_epochs(workdir: Path) -> Path:
     from sembridge_engine.training.rundir import RunFolder
 
     settings = [item for value in EPOCH_SETTINGS for item in ("--set", value)]
-    medians = {}
+    medians, cpu = {}, {}
     for label, processes, threads in (("1 process x 1 thread", 1, 1), ("1 process x 2 threads", 1, 2),
                                       ("2 processes x 1 thread", 2, 1)):
         run_dir = workdir / f"run-{processes}x{threads}"
         shutil.rmtree(run_dir, ignore_errors=True)
         load = _load()
-        wall = _run(["train", "--config", str(demo_project() / "demo.toml"), "--out", str(run_dir), *settings],
-                    processes, threads, workdir / "cache")
+        wall, cpu[label] = _run(["train", "--config", str(demo_project() / "demo.toml"), "--out", str(run_dir), *settings],
+                                processes, threads, workdir / "cache")
         seconds = [row["epoch_seconds"] for row in RunFolder(run_dir).metrics() if row["stage"] == "student"][1:]
         medians[label] = statistics.median(seconds)
         print(f"student epoch, {label}: {medians[label]:.2f} s (epochs 2+: {', '.join(f'{s:.2f}' for s in seconds)}); "
-              f"whole run {wall:.0f} s; {load}", flush=True)
+              f"whole run {wall:.0f} s wall, {cpu[label]:.0f} s CPU; {load}", flush=True)
     baseline = medians.pop("1 process x 1 thread")
     for label, value in medians.items():
         print(f"  ratio 1 process x 1 thread / {label}: {baseline / value:.2f}x")
+    print(_cpu_line("whole training run", cpu["1 process x 1 thread"], cpu["2 processes x 1 thread"]))
     return workdir / "run-1x1" / "model.sembridge"
 
 
@@ -98,18 +116,21 @@ def labelling(workdir: Path, bundle: Path) -> None:
     for label, scene_arguments in ((f"{LABEL_COPIES} scenes", ["--scenes", *map(str, copies)]),
                                    ("1 scene", ["--scenes", str(copies[0])])):
         measured: dict[int, list[float]] = {1: [], 2: []}
+        cpu: dict[int, list[float]] = {1: [], 2: []}
         for _ in range(LABEL_ROUNDS):
             for processes in (1, 2):
                 out = workdir / f"labels-{label.replace(' ', '')}-{processes}"
                 shutil.rmtree(out, ignore_errors=True)
                 load = _load()
-                wall = _run(["label", "--model", str(bundle), "--out", str(out), "--device", "cpu", "--no-preview", *scene_arguments],
-                            processes, 1, workdir / "cache")
+                wall, seconds_cpu = _run(["label", "--model", str(bundle), "--out", str(out), "--device", "cpu", "--no-preview",
+                                          *scene_arguments], processes, 1, workdir / "cache")
+                cpu[processes].append(seconds_cpu)
                 summary = json.loads((out / "batch_summary.json").read_text())
                 measured[processes].append(summary["seconds"])
                 print(f"labelling {label}, {processes} process(es): {summary['seconds']:.2f} s in the job, "
-                      f"{wall:.1f} s wall; {load}", flush=True)
+                      f"{wall:.1f} s wall, {seconds_cpu:.1f} s CPU; {load}", flush=True)
         print(f"  ratio 1 process / 2 processes ({label}, fastest of {LABEL_ROUNDS}): {min(measured[1]) / min(measured[2]):.2f}x")
+        print(_cpu_line(f"labelling {label} (least of {LABEL_ROUNDS})", min(cpu[1]), min(cpu[2])))
 
 
 def on_paper() -> None:
