@@ -173,8 +173,9 @@ def run_jobs(bundle, jobs: Sequence[LabelJob], out_dir: Path, options: LabelOpti
     for job in jobs:
         record = JobRecord(job.scene, job.name, list(job.rows) if job.rows else None, rank)
         records.append(record)
-        if cancel is not None and cancel.cancelled:
+        if cancel is not None and cancel.cancelled:  # reported like a job cancelled part-way: every job gets its line
             record.status = "cancelled"
+            report(record)
             continue
         started = time.perf_counter()
         try:
