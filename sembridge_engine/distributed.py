@@ -55,9 +55,16 @@ class Distributed:
                    dist.PrefixStore("sembridge/", store))
 
     def close(self) -> None:
+        """Leave the job. Rank 0 hosts the key-value store the other ranks talk to; tearing its server
+        down while another rank is still connected aborted rank 0 at exit ("terminate called without an
+        active exception"), so every rank signs off in the store and rank 0 leaves last."""
         if self.enabled:
             import torch.distributed as dist
 
+            self.store.add("left", 1)
+            if self.is_main:
+                while self.store.add("left", 0) < self.world_size:
+                    time.sleep(0.05)
             dist.destroy_process_group(self.group)
 
     # -- the store: no collective, so ranks need not be at the same point ---------------------------
