@@ -272,7 +272,7 @@ def _scene_rows(source: Path, target: Path, rows: slice, repeat: int = 1) -> Pat
 @pytest.mark.slow
 def test_a_cancel_on_one_process_stops_every_process(scale_bundle, tmp_path):
     """Rank 1 gets SIGINT after its first scene: rank 0, midway through a scene many times larger, stops too."""
-    big = _scene_rows(demo_mosaic(), tmp_path / "big.tif", slice(None), repeat=2)
+    big = _scene_rows(demo_mosaic(), tmp_path / "big.tif", slice(None), repeat=8)   # seconds of work on a quiet machine
     small = [_scene_rows(demo_mosaic(), tmp_path / f"small{index}.tif", slice(384 * index, 384 * (index + 1)))
              for index in range(3)]
     out = tmp_path / "out"
