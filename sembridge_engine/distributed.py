@@ -18,6 +18,8 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor
 
+CLOSE_WAIT_SECONDS = 60.0   # how long rank 0 waits at close for the other ranks to sign off
+
 
 @dataclass(frozen=True)
 class Distributed:
@@ -62,9 +64,9 @@ class Distributed:
             import torch.distributed as dist
 
             self.store.add("left", 1)
-            if self.is_main:
-                while self.store.add("left", 0) < self.world_size:
-                    time.sleep(0.05)
+            deadline = time.monotonic() + CLOSE_WAIT_SECONDS   # a rank that died never signs off: do not hang at exit
+            while self.is_main and self.store.add("left", 0) < self.world_size and time.monotonic() < deadline:
+                time.sleep(0.05)
             dist.destroy_process_group(self.group)
 
     # -- the store: no collective, so ranks need not be at the same point ---------------------------
