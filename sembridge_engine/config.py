@@ -170,7 +170,8 @@ class StageConfig:
                         "MobileNetV2 and ShuffleNetV2 train several times faster on a CPU.")
     epochs: int = setting(30, label="Epochs", minimum=0, maximum=MAX_EPOCHS,
                           help="Passes over the training tiles. More learn more but take longer; 0 skips training "
-                          "(a reused or untrained model).")
+                          "(a reused or untrained model). On a small archive (a few hundred tiles) an epoch is only a "
+                          "few steps: give the teacher 100 or more.")
     batch_size: int = setting(64, label="Batch size", minimum=2, maximum=MAX_BATCH,
                               help="Tiles per training step. Lower it if memory runs out; a GPU is faster with more.")
     lr: float = setting(1e-3, label="Learning rate", minimum=0, maximum=10, above=True,
