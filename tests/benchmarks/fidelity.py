@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from dark_knowledge import agreement_lines
 from speed import commit, machine_line
 
 REPO = Path(__file__).resolve().parents[2]
@@ -352,6 +353,7 @@ def pair_report(out: Path, pair: str, teacher_run: Path) -> tuple[list[str], dic
     report = [f"### {pair}: teacher `{PAIRS[pair]['teacher.arch']}` -> student `{PAIRS[pair]['student.arch']}`", "",
               f"Teacher (10 MS classes) validation OA: {mean_std([teacher_summary.get('teacher_val_oa', float('nan'))])} "
               f"(teacher and matcher trained once in `{teacher_run.relative_to(out)}`, reused by every other run)", ""]
+    report += [*agreement_lines(teacher_run, out / pair / "a_no_kd"), ""]
     report += variant_rows(VARIANTS, runs)
     report += ["", "Paired by seed (same RGB split, initialisation and batch order); Δ = first minus second, "
                "test OA points; two-sided paired t-test; detectable Δ = the smallest true difference these "
