@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ from sembridge_engine.training.augment import Augmentation, dihedral
 from sembridge_engine.training.dataset import assemble_run_data
 from sembridge_engine.training.loops import (build_optimizer, build_scheduler, epoch_generator,
                                              recalibrate_batchnorm, shuffled_batches)
+from speed import commit, machine_line
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -147,7 +149,8 @@ def main() -> None:
     splits = [((fold_of != fold).nonzero().flatten(), (fold_of == fold).nonzero().flatten()) for fold in range(args.folds)]
     fold_inputs = [fold_tiles(data.ms_tiles, train) for train, _ in splits]
 
-    lines = [f"MS archive: {len(labels)} tiles, {classes} classes, {args.tile_size} px; {args.folds}-fold stratified "
+    lines = [f"- machine: {machine_line()}", f"- reported: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC at commit {commit()}",
+             f"- MS archive: {len(labels)} tiles, {classes} classes, {args.tile_size} px; {args.folds}-fold stratified "
              f"cross-validation (about {len(splits[0][0]) // classes} training tiles per class per fold), `{args.arch}`, "
              f"{torch.get_num_threads()} threads", "",
              "| recipe | cross-validated OA % | per fold | with the 8 dihedral views averaged | minutes |",
