@@ -15,6 +15,7 @@ RGB-only students of different seeds are compared with each other too.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from pathlib import Path
 
@@ -59,10 +60,17 @@ def compare(first: torch.Tensor, second: torch.Tensor) -> tuple[int, float]:
             F.cosine_similarity(first - uniform, second - uniform, dim=1).mean().item())
 
 
+def _finished(run_dir: Path) -> bool:
+    try:
+        return json.loads((run_dir / "run.json").read_text()).get("status") == "finished"
+    except (OSError, ValueError):
+        return False
+
+
 @torch.no_grad()
-def views(teacher_run: Path, rgb_only: Path, temperature: float = TEMPERATURE) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+def views(teacher_run: Path, rgb_only: Path) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """The teacher's non-target view and each finished RGB-only seed's; the data are loaded once."""
-    seeds = sorted(int(path.parents[1].name[4:]) for path in rgb_only.glob("seed*/checkpoints/student.pt"))
+    seeds = sorted(int(run.name[4:]) for run in rgb_only.glob("seed*") if run.name[4:].isdigit() and _finished(run))
     if not seeds or not (teacher_run / "checkpoints" / "teacher.pt").exists():
         return torch.empty(0), {}
     teacher, teacher_meta = _best_model(teacher_run / "checkpoints" / "teacher.pt")
@@ -78,8 +86,8 @@ def views(teacher_run: Path, rgb_only: Path, temperature: float = TEMPERATURE) -
         _, val, test = stratified_split(data.rgb_labels.numpy(), tuple(config.data.rgb_split), seed)
         held_out = torch.from_numpy(np.concatenate([val, test]))
         members = data.rgb_labels[held_out][:, None] == classes[None, :]
-        rgb[seed] = non_target(class_means(student(data.rgb_tiles[held_out]), members, temperature))
-    return non_target(class_means(teacher_logits, data.ms_membership, temperature)), rgb
+        rgb[seed] = non_target(class_means(student(data.rgb_tiles[held_out]), members, TEMPERATURE))
+    return non_target(class_means(teacher_logits, data.ms_membership, TEMPERATURE)), rgb
 
 
 def agreement_lines(teacher_run: Path, rgb_only: Path) -> list[str]:
@@ -97,12 +105,12 @@ def agreement_lines(teacher_run: Path, rgb_only: Path) -> list[str]:
         return (f"same most-resembled class in {statistics.mean(p[0] for p in pairs):.1f} of {classes} classes, "
                 f"centred cosine {statistics.mean(p[1] for p in pairs):+.2f}")
 
-    lines = [f"Teacher's dark knowledge against the RGB domain's (`dark_knowledge.py`, T = {TEMPERATURE:g}; chance: the "
-             f"same most-resembled class in {classes / (classes - 1):.1f} of {classes}, cosine 0): teacher on MS tiles vs the "
-             f"RGB-only student on RGB validation and test images, {len(to_teacher)} seeds: {summary(to_teacher)}"]
+    line = (f"Teacher's dark knowledge against the RGB domain's (`dark_knowledge.py`, T = {TEMPERATURE:g}; chance: the "
+            f"same most-resembled class in {classes / (classes - 1):.1f} of {classes}, cosine 0): teacher on MS tiles vs the "
+            f"RGB-only student on RGB validation and test images, {len(to_teacher)} seeds: {summary(to_teacher)}")
     if between:
-        lines[0] += f"; RGB-only students of different seeds against each other, {len(between)} pairs: {summary(between)}"
-    return [lines[0] + "."]
+        line += f"; RGB-only students of different seeds against each other, {len(between)} pairs: {summary(between)}"
+    return [line + "."]
 
 
 def main() -> None:
