@@ -109,7 +109,8 @@ def train_and_test(recipe: Recipe, arch: str, tiles: torch.Tensor, labels: torch
 
 def spectral_baseline(tiles: torch.Tensor, labels: torch.Tensor, classes: int, train: torch.Tensor, test: torch.Tensor,
                       penalty: float = 1e-3) -> int:
-    """Correct predictions of an L2-penalised logistic regression on per-band mean and standard deviation."""
+    """Correct predictions of an L2-penalised logistic regression on per-band mean and standard deviation
+    (the penalty was the best of 1e-3, 1e-2 and 1e-1 on the EuroSAT folds: a slightly optimistic yardstick)."""
     features = torch.cat([tiles.mean((2, 3)), tiles.std((2, 3))], 1).double()
     features = (features - features[train].mean(0)) / (features[train].std(0) + 1e-6)
     weights = torch.zeros(features.shape[1], classes, dtype=torch.float64, requires_grad=True)
