@@ -15,7 +15,6 @@ RGB-only students of different seeds are compared with each other too.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
@@ -23,17 +22,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sembridge_engine.config import load_config
 from sembridge_engine.data.splits import stratified_split
 from sembridge_engine.data.transforms import ChannelStats
 from sembridge_engine.models.backbones import build_backbone
+from sembridge_engine.training.checkpoint import load_checkpoint
 from sembridge_engine.training.dataset import assemble_run_data
+from sembridge_engine.training.rundir import RunFolder
 
 TEMPERATURE = 4.0   # the KD loss's default (Hinton's)
 
 
-def _best_model(checkpoint: Path) -> tuple[torch.nn.Module, dict]:
-    state = torch.load(checkpoint, weights_only=True, map_location="cpu")
+def _best_model(run: RunFolder, stage: str) -> tuple[torch.nn.Module, dict]:
+    """The stage's kept (best) model of a run, from its checkpoint, and the checkpoint's meta."""
+    state = load_checkpoint(run.checkpoint(stage))
     meta = state["meta"]
     model = build_backbone(meta["arch"], meta["in_channels"], meta["num_classes"])
     model.load_state_dict(state["best"]["state"] if state["best"] else state["modules"][state["stage"]])
@@ -60,28 +61,23 @@ def compare(first: torch.Tensor, second: torch.Tensor) -> tuple[int, float]:
             F.cosine_similarity(first - uniform, second - uniform, dim=1).mean().item())
 
 
-def _finished(run_dir: Path) -> bool:
-    try:
-        return json.loads((run_dir / "run.json").read_text()).get("status") == "finished"
-    except (OSError, ValueError):
-        return False
-
-
 @torch.no_grad()
 def views(teacher_run: Path, rgb_only: Path) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """The teacher's non-target view and each finished RGB-only seed's; the data are loaded once."""
-    seeds = sorted(int(run.name[4:]) for run in rgb_only.glob("seed*") if run.name[4:].isdigit() and _finished(run))
-    if not seeds or not (teacher_run / "checkpoints" / "teacher.pt").exists():
+    runs = {int(path.name[4:]): RunFolder(path) for path in rgb_only.glob("seed*") if path.name[4:].isdigit()}
+    runs = {seed: run for seed, run in sorted(runs.items()) if run.status == "finished"}
+    teacher_folder = RunFolder(teacher_run)
+    if not runs or not teacher_folder.checkpoint("teacher").is_file():
         return torch.empty(0), {}
-    teacher, teacher_meta = _best_model(teacher_run / "checkpoints" / "teacher.pt")
-    config = load_config(rgb_only / f"seed{seeds[0]}" / "config.toml")
+    teacher, teacher_meta = _best_model(teacher_folder, "teacher")
+    config = next(iter(runs.values())).config()
     data = assemble_run_data(config, need_ms=True)
     data.use_ms_stats(ChannelStats(**teacher_meta["ms_stats"]))
     teacher_logits = teacher(data.ms_tiles[torch.arange(len(data.ms_tiles))])[:, data.teacher_columns]
     classes = torch.arange(len(data.student_classes))
     rgb = {}
-    for seed in seeds:
-        student, meta = _best_model(rgb_only / f"seed{seed}" / "checkpoints" / "student.pt")
+    for seed, run in runs.items():
+        student, meta = _best_model(run, "student")
         data.rgb_tiles.use_stats(ChannelStats(**meta["rgb_stats"]))
         _, val, test = stratified_split(data.rgb_labels.numpy(), tuple(config.data.rgb_split), seed)
         held_out = torch.from_numpy(np.concatenate([val, test]))
