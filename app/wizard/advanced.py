@@ -9,7 +9,7 @@ from app.widgets import setting_spin
 from app.setting_fields import add_setting_row, explain, setting_check
 
 # (config key, decimals, step) of the numeric fields, in the order shown.
-NUMBERS = (("train.weight_decay", 5, 0.0001), ("train.workers", 0, 1), ("data.ms_val_fraction", 2, 0.05),
+NUMBERS = (("train.weight_decay", 5, 0.0001), ("train.label_smoothing", 2, 0.05), ("train.workers", 0, 1), ("data.ms_val_fraction", 2, 0.05),
            ("data.memory_budget_gb", 1, 1.0), ("data.rgb_gsd", 3, 0.1), ("matcher.embed_dim", 0, 32),
            ("matcher.temperature", 3, 0.01))
 CHOICES = ("train.optimizer", "train.scheduler")

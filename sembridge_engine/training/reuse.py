@@ -28,7 +28,7 @@ def cache_key(config: RunConfig, data: RunData, stage: str) -> str:
         "ms_tile_size": config.data.ms_tile_size, "ms_val_fraction": config.data.ms_val_fraction,
         "stage_config": config_to_dict(config)[stage], "seed": config.train.seed,
         "optimizer": config.train.optimizer, "weight_decay": config.train.weight_decay,
-        "scheduler": config.train.scheduler, "arch": section.arch,
+        "scheduler": config.train.scheduler, "label_smoothing": config.train.label_smoothing, "arch": section.arch,
     })
 
 

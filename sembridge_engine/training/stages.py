@@ -46,6 +46,7 @@ def teacher_stage(ctx: RunContext, data: RunData) -> Backbone:
     optimizer = build_optimizer(teacher.parameters(), config.teacher, config)
     multi_label = data.ms_multi_label
     augment = Augmentation.for_stage(config.augment, rgb=False)
+    smoothing = config.train.label_smoothing   # multi-label: each 0/1 target moves towards 1/2 by this share
     step = ctx.parallel(teacher)
 
     def train_step(positions, generator, epoch):
@@ -55,8 +56,8 @@ def teacher_stage(ctx: RunContext, data: RunData) -> Backbone:
         targets = data.ms_labels[index].to(ctx.device)
         with ctx.autocast():
             logits = step(tiles)
-            loss = (F.binary_cross_entropy_with_logits(logits, targets) if multi_label
-                    else F.cross_entropy(logits, targets))
+            loss = (F.binary_cross_entropy_with_logits(logits, targets * (1 - smoothing) + smoothing / 2) if multi_label
+                    else F.cross_entropy(logits, targets, label_smoothing=smoothing))
         ctx.backward(optimizer, loss, ctx.dist.weight(len(positions)))
         if multi_label:
             correct = ((logits.detach() > 0) == (targets > 0.5)).float().mean().item()

@@ -90,7 +90,8 @@ class StudentStage:
         ctx.seed_models("student")
         self.student = build_backbone(self.section.arch, 3, self.n_classes, self.section.pretrained).to(ctx.device)
         self.objective = SemBridgeObjective.build(self.distill, self.student, teacher, self.section.epochs,
-                                                  gather=ctx.dist.gather_rows_with_grad).to(ctx.device)
+                                                  gather=ctx.dist.gather_rows_with_grad,
+                                                  label_smoothing=config.train.label_smoothing).to(ctx.device)
         self.modules = {"student": self.student, **self.objective.learnable_parts()}
         self.optimizer = build_optimizer([p for m in self.modules.values() for p in m.parameters()], self.section, config)
         self.step = ctx.parallel(Step(self._forward, student=self.student, objective=self.objective))

@@ -79,6 +79,7 @@ def test_recipe_settings_round_trip_through_the_wizard(qtbot, window, tmp_path, 
     training.precise_bn_check.setChecked(False)
     training.selection_window.setValue(5)
     training.advanced.checks["train.sync_batchnorm"].setChecked(True)
+    training.advanced.spins["train.label_smoothing"].setValue(0.1)
     training.output_field.set_path(tmp_path / "runs")
     assert wizard.next()
     assert wizard.currentPage() is wizard.page_review and wizard.page_review.valid
@@ -86,6 +87,7 @@ def test_recipe_settings_round_trip_through_the_wizard(qtbot, window, tmp_path, 
     for config in (wizard.config, load_config(wizard.save_config(tmp_path / "recipe.toml"))):
         assert (config.augment.dihedral, config.augment.crop_min, config.augment.colour_jitter) == (False, 0.75, 0.1)
         assert (config.train.precise_bn, config.train.selection_window, config.train.sync_batchnorm) == (False, 5, True)
+        assert config.train.label_smoothing == 0.1
         assert (config.distill.ssm_similarity, config.distill.csls_neighbours) == ("csls", 7)
         assert config.distill.teacher_capacity == 1.5 and config.distill.ot_scale == "trace"
         assert (config.teacher.arch, config.teacher.pretrained) == ("mobilenet_v2", "imagenet")

@@ -9,11 +9,12 @@ import torch
 from torch import nn
 from torchvision import models
 
-from sembridge_engine.config import AugmentConfig
+from sembridge_engine.config import AugmentConfig, DistillConfig
 from sembridge_engine.data.transforms import ChannelStats
 from sembridge_engine.distill.hubness import capacity_assignment, csls, teacher_limit
 from sembridge_engine.distill.matching import dynm_match, ssm_match
-from sembridge_engine.models.backbones import PretrainedWeightsError, build_backbone, imagenet_weights_path
+from sembridge_engine.distill.objective import SemBridgeObjective
+from sembridge_engine.models.backbones import Features, PretrainedWeightsError, build_backbone, imagenet_weights_path
 from sembridge_engine.training.augment import Augmentation, dihedral
 from sembridge_engine.training.loops import recalibrate_batchnorm
 from sembridge_engine.training.stage_loop import StageSpec, _window_score
@@ -145,12 +146,37 @@ def test_imagenet_weights_missing_offline_is_a_clear_message(tmp_path, monkeypat
     assert build_backbone("shufflenet_v2_x0_5", 3, 6, "imagenet").classifier.out_features == 6
 
 
+# -- label smoothing ---------------------------------------------------------------------------------------
+def test_label_smoothing_aims_the_task_loss_at_the_softened_label():
+    """Smoothing share e over n classes: the loss is lowest where the label gets 1 - e + e/n and every other
+    class e/n, so a student more confident than that is pulled back, one less confident pushed on."""
+    n, share = 6, 0.1
+    student = build_backbone("shufflenet_v2_x0_5", 3, n)
+    objective = SemBridgeObjective.build(DistillConfig(loss="none", ot1=False, ot2=False), student, None, 1,
+                                         label_smoothing=share)
+    labels = torch.tensor([2])
+    aimed = torch.full((1, n), share / n)
+    aimed[0, 2] += 1 - share
+
+    def target_logit_gradient(probabilities: torch.Tensor) -> float:
+        logits = probabilities.log().requires_grad_()
+        objective(Features(None, None, None, logits), None, labels, 0)["task"].backward()
+        return logits.grad[0, 2].item()
+
+    assert target_logit_gradient(aimed) == pytest.approx(0.0, abs=1e-6)
+    confident = torch.full((1, n), 0.001)
+    confident[0, 2] = 1 - 0.001 * (n - 1)
+    assert target_logit_gradient(confident) > 0, "gradient descent lowers an over-confident target logit"
+    assert target_logit_gradient(torch.full((1, n), 1 / n)) < 0
+
+
 # -- in a real run ---------------------------------------------------------------------------------------
 def test_a_run_logs_gradient_shares_and_uses_the_recipe(tmp_path, monkeypatch):
     from sembridge_engine.training import train
 
     monkeypatch.setenv("SEMBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
-    config = tiny_config("distill.teacher_capacity=1.0", "distill.ssm_similarity=csls", "train.selection_window=2")
+    config = tiny_config("distill.teacher_capacity=1.0", "distill.ssm_similarity=csls", "train.selection_window=2",
+                         "train.label_smoothing=0.1")
     result = train(config, run_dir=tmp_path / "run")
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     student = [row for row in rows if row["stage"] == "student"]
@@ -158,3 +184,4 @@ def test_a_run_logs_gradient_shares_and_uses_the_recipe(tmp_path, monkeypatch):
         shares = [row[f"grad_share_{name}"] for name in ("task", "kd", "ot1", "ot2")]
         assert sum(shares) == pytest.approx(1.0) and all(0 <= share <= 1 for share in shares)
     assert result.status == "finished"
+    assert "label_smoothing = 0.1" in (result.run_dir / "config.toml").read_text()
