@@ -70,6 +70,10 @@ VARIANTS = [
             {"distill.loss": "kd"} | SEMBRIDGE_ON | {"distill.teacher_capacity": 1}),
     Variant("h_ot_trace", "(h) SemBridge + trace-normalised CORAL",
             {"distill.loss": "kd"} | SEMBRIDGE_ON | {"distill.ot_scale": "trace"}),
+    # The control that separates the teacher's knowledge from mere softening of the targets (Yuan et al.,
+    # "Revisiting knowledge distillation via label smoothing regularization", CVPR 2020).
+    Variant("a_smooth", "(a') no KD, label smoothing 0.1", {"distill.loss": "none", "train.label_smoothing": 0.1}
+            | SEMBRIDGE_OFF),
 ]
 NEW_VARIANTS = ("h_csls", "h_capacity1", "h_ot_trace")
 QUICK_VARIANTS = ("a_no_kd", "b_kd_random", "c_kd_sembridge")
@@ -95,6 +99,7 @@ COMPARISONS = [
     ("c_kd_sembridge", "d_no_ssm"), ("c_kd_sembridge", "d_no_dynm"), ("c_kd_sembridge", "d_no_ot1"),
     ("c_kd_sembridge", "d_no_ot2"), ("e_dkd_sembridge", "e_dkd"),
     *((key, "c_kd_sembridge") for key in NEW_VARIANTS), *((key, "a_no_kd") for key in NEW_VARIANTS),
+    ("a_smooth", "a_no_kd"), ("b_kd_random", "a_smooth"), ("c_kd_sembridge", "a_smooth"),
 ]
 
 PAIRS = {
