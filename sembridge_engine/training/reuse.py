@@ -21,14 +21,20 @@ from .rundir import RunFolder, teacher_cache_dir
 
 
 def cache_key(config: RunConfig, data: RunData, stage: str) -> str:
-    section = config.teacher if stage == "teacher" else config.matcher
+    """Everything the stage's result depends on: its data, its own settings and the training recipe
+    (optimiser, schedule, augmentation, BatchNorm re-estimation, model selection; label smoothing for the
+    teacher, whose loss it changes)."""
+    sections = config_to_dict(config)
+    train = sections["train"]
+    recipe = {key: train[key] for key in ("seed", "optimizer", "weight_decay", "scheduler", "precise_bn",
+                                          "selection_window")}
+    if stage == "teacher":
+        recipe["label_smoothing"] = train["label_smoothing"]
     return config_hash({
         "stage": stage, "engine": __version__, "ms_fingerprint": data.ms_fingerprint,
         "ms_path": config.data.ms_path, "bands": list(data.preset.band_names), "rgb": list(data.preset.rgb_bands),
         "ms_tile_size": config.data.ms_tile_size, "ms_val_fraction": config.data.ms_val_fraction,
-        "stage_config": config_to_dict(config)[stage], "seed": config.train.seed,
-        "optimizer": config.train.optimizer, "weight_decay": config.train.weight_decay,
-        "scheduler": config.train.scheduler, "label_smoothing": config.train.label_smoothing, "arch": section.arch,
+        "stage_config": sections[stage], "augment": sections["augment"], "recipe": recipe,
     })
 
 

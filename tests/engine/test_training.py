@@ -172,9 +172,8 @@ def test_teacher_cache_makes_a_rerun_skip_the_teacher(full_run, tmp_path):
     assert result.summary["stages"]["teacher"]["source"].startswith("cache ")
 
 
-def test_teacher_cache_is_not_used_when_the_config_says_so(full_run, tmp_path):
-    """The user can ask for a fresh teacher although a cached one fits (the run is stopped as soon
-    as the teacher stage starts: that it starts is the point)."""
+def first_stage(config, run_dir: Path, cache: Path) -> tuple[list[str], str]:
+    """The stage a run starts with, and its status: the run is cancelled as soon as that stage starts."""
     token = CancelToken()
     started = []
 
@@ -183,10 +182,21 @@ def test_teacher_cache_is_not_used_when_the_config_says_so(full_run, tmp_path):
             started.append(event.stage)
             token.cancel()
 
-    with teacher_cache(full_run[2] / "cache"):
-        result = train(tiny_config("student.epochs=1", "student.use_teacher_cache=false"), run_dir=tmp_path / "run",
-                       callback=stop_at_first_stage, cancel=token)
-    assert started == ["teacher"] and result.status == "cancelled"
+    with teacher_cache(cache):
+        result = train(config, run_dir=run_dir, callback=stop_at_first_stage, cancel=token)
+    return started, result.status
+
+
+def test_teacher_cache_is_not_used_when_the_config_says_so(full_run, tmp_path):
+    """The user can ask for a fresh teacher although a cached one fits."""
+    config = tiny_config("student.epochs=1", "student.use_teacher_cache=false")
+    assert first_stage(config, tmp_path / "run", full_run[2] / "cache") == (["teacher"], "cancelled")
+
+
+@pytest.mark.parametrize("change", ["augment.dihedral=false", "train.precise_bn=false", "train.label_smoothing=0.1"])
+def test_a_changed_recipe_trains_a_new_teacher_instead_of_the_cached_one(full_run, tmp_path, change):
+    config = tiny_config("student.epochs=1", change)
+    assert first_stage(config, tmp_path / "run", full_run[2] / "cache") == (["teacher"], "cancelled")
 
 
 def test_teacher_from_rejects_an_incompatible_run(full_run, tmp_path):
