@@ -170,6 +170,24 @@ def _select_classes(config: RunConfig, shared: list[str]) -> list[str]:
     return sorted(set(config.data.classes))
 
 
+def _discover(config: RunConfig) -> tuple[ImageryIndex, ImageryIndex, ClassAlignment, list[str]]:
+    """Both archives' indexes, their class alignment and the student classes (no pixels read)."""
+    if not config.data.ms_path:
+        raise ConfigError("data.ms_path", "no MS archive given")
+    if not config.data.rgb_path:
+        raise ConfigError("data.rgb_path", "no RGB imagery folder given")
+    ms_index = discover_ms_archive(config.data.ms_path)
+    rgb_index = discover_rgb_folder(config.data.rgb_path)
+    alignment = align_classes(ms_index, rgb_index, config.data.class_mapping)
+    return ms_index, rgb_index, alignment, _select_classes(config, alignment.shared)
+
+
+def student_classes(config: RunConfig) -> list[str]:
+    """The classes a run's student learns (MS-side names, sorted), from file discovery alone: cheap
+    enough to compare two runs' classes before any imagery is decoded."""
+    return _discover(config)[3]
+
+
 def memory_budget_bytes(config: RunConfig, processes: int = 1) -> int:
     """``data.memory_budget_gb``, or half of this machine's memory shared by the ``processes`` of a
     torchrun job on it (each holds its own in-memory tiles) when it is 0."""
@@ -209,14 +227,7 @@ def assemble_run_data(config: RunConfig, *, need_ms: bool, log: Callable[[str], 
         preset = get_preset(data.band_preset, data.custom_bands, data.custom_rgb)
     except ValueError as error:
         raise ConfigError("data.band_preset", str(error)) from None
-    if not data.ms_path:
-        raise ConfigError("data.ms_path", "no MS archive given")
-    if not data.rgb_path:
-        raise ConfigError("data.rgb_path", "no RGB imagery folder given")
-    ms_index = discover_ms_archive(data.ms_path)
-    rgb_index = discover_rgb_folder(data.rgb_path)
-    alignment = align_classes(ms_index, rgb_index, data.class_mapping)
-    student_classes = _select_classes(config, alignment.shared)
+    ms_index, rgb_index, alignment, student_classes = _discover(config)
     problems = [*ms_index.problems, *rgb_index.problems, *alignment.problems]
     workers = config.train.workers or None
 

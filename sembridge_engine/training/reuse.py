@@ -58,17 +58,26 @@ def _source(ctx: RunContext, data: RunData, stage: str) -> tuple[Path, str] | No
     return (cached, f"cache {cached}") if cached.exists() else None
 
 
-def _check_compatible(state: dict[str, Any], stage: str, data: RunData, config: RunConfig, origin: str, path: Path) -> None:
-    if state["stage"] != stage or not state.get("complete"):
-        raise ValueError(f"{origin}: {path} is not a finished {stage} checkpoint; finish or resume that run first")
-    meta = state["meta"]
+def data_mismatch(meta: dict[str, Any], stage: str, data: RunData, config: RunConfig) -> tuple[str, Any, Any] | None:
+    """The first MS setting a teacher/matcher checkpoint was trained with that ``data`` does not have, as
+    (key, the checkpoint's value, the data's value); None when the model can run on ``data``."""
     wanted = {"band_names": list(data.preset.band_names), "tile_size": config.data.ms_tile_size}
     if stage == "teacher":
         wanted.update(class_names=list(data.ms_classes), multi_label=data.ms_multi_label)
     for key, value in wanted.items():
         if meta.get(key) != value:
-            raise ValueError(f"{origin}: its {stage} was trained with {key} = {meta.get(key)!r}, "
-                             f"but this run has {value!r}; the {stage} cannot be reused")
+            return key, meta.get(key), value
+    return None
+
+
+def _check_compatible(state: dict[str, Any], stage: str, data: RunData, config: RunConfig, origin: str, path: Path) -> None:
+    if state["stage"] != stage or not state.get("complete"):
+        raise ValueError(f"{origin}: {path} is not a finished {stage} checkpoint; finish or resume that run first")
+    mismatch = data_mismatch(state["meta"], stage, data, config)
+    if mismatch is not None:
+        key, theirs, ours = mismatch
+        raise ValueError(f"{origin}: its {stage} was trained with {key} = {theirs!r}, "
+                         f"but this run has {ours!r}; the {stage} cannot be reused")
 
 
 def reused_state(ctx: RunContext, data: RunData, stage: str) -> tuple[dict[str, Any], str] | None:
