@@ -1,8 +1,8 @@
 """`sembridge` command line: a thin client of the engine.
 
-Each sub-command lives in ``sembridge_engine/commands/<name>.py`` and exposes
-``add_arguments(parser)`` and ``run(args) -> int``; heavy imports happen inside ``run`` so
-``sembridge --help`` stays instant.
+Each sub-command lives in ``sembridge_engine/commands/<name>.py`` (a hyphen of the command an
+underscore there) and exposes ``add_arguments(parser)`` and ``run(args) -> int``; heavy imports
+happen inside ``run`` so ``sembridge --help`` stays instant.
 """
 from __future__ import annotations
 
@@ -21,11 +21,12 @@ COMMANDS = {
     "classify": "Classify image tiles with a model bundle.",
     "label": "Label a GeoTIFF scene with a model bundle and write GIS outputs.",
     "assess": "Check a labelled class map against reference points, polygons or a raster (accuracy report).",
+    "teacher-fit": "Check whether a teacher's class resemblances fit the RGB classes' (what distillation can transfer).",
 }
 
 
 def _command_module(name: str):
-    return importlib.import_module(f"sembridge_engine.commands.{name}")
+    return importlib.import_module(f"sembridge_engine.commands.{name.replace('-', '_')}")
 
 
 def build_parser(commands: Sequence[str] = tuple(COMMANDS)) -> argparse.ArgumentParser:

@@ -1,14 +1,23 @@
 """The teacher fit check: its maths on constructed views, and teacher_fit on real tiny demo runs."""
 from __future__ import annotations
 
+import json
 import math
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
+from resources import demo_project
+from sembridge_engine.cli import main
+from sembridge_engine.config import apply_overrides, load_config
+from sembridge_engine.events import Cancelled, CancelToken
+from sembridge_engine.training import train
 from sembridge_engine.training.resemblance import (
-    TeacherFit, agreement_p_value, class_means, class_permutations, compare, most_resembled, non_target,
+    TeacherFit, agreement_p_value, class_means, class_permutations, compare, most_resembled, non_target, teacher_fit,
 )
+from sembridge_engine.training.rundir import RunFolder
 
 
 def random_means(n: int, seed: int) -> torch.Tensor:
@@ -91,3 +100,71 @@ def test_the_verdict_reads_the_p_value_and_the_sign_of_the_cosine():
     assert "no better than chance" in fit(0.01, -0.4).verdict
     assert "only 3 classes" in fit(0.17, 0.9, classes=3).verdict
     assert fit(0.01, 0.4).to_dict()["per_class"][0] == {"class": "c0", "teacher": "c0", "rgb": "c0"}
+
+
+TINY = [
+    "data.ms_tile_size=32", "data.rgb_tile_size=32", "train.device=cpu",
+    "teacher.arch=shufflenet_v2_x0_5", "teacher.epochs=2", "teacher.batch_size=32",
+    "student.arch=shufflenet_v2_x0_5", "student.epochs=1", "student.batch_size=32",
+    "distill.ssm=false", "distill.dynm=false", "distill.ot1=false", "distill.ot2=false",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_runs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny real runs on the demo project: a KD run (with its teacher) and an RGB-only run."""
+    root = tmp_path_factory.mktemp("fit")
+    torch.set_num_threads(1)
+    config = load_config(demo_project() / "demo.toml")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEMBRIDGE_CACHE_DIR", str(root / "cache"))
+        for name, loss in (("kd", "kd"), ("rgb_only", "none")):
+            train(apply_overrides(config, [*TINY, f"distill.loss={loss}"]), run_dir=root / name)
+    return {name: root / name for name in ("kd", "rgb_only")}
+
+
+def test_teacher_fit_on_real_runs(demo_runs):
+    result = teacher_fit(demo_runs["kd"], demo_runs["rgb_only"])
+    print(json.dumps(result.to_dict(), indent=1))
+    assert result.classes == ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Residential", "River"]
+    assert result.temperature == 4.0 and result.chance_same_top == pytest.approx(1.2)
+    assert 0 <= result.same_top <= 6 and -1 <= result.cosine <= 1
+    assert 1 / 720 <= result.p_value <= 1
+    assert [row[0] for row in result.per_class] == result.classes
+    assert all(teacher != name and rgb != name and {teacher, rgb} <= set(result.classes)
+               for name, teacher, rgb in result.per_class)
+    assert result.verdict.startswith("the teacher's resemblances")
+    assert teacher_fit(demo_runs["kd"], demo_runs["rgb_only"], temperature=1.0).temperature == 1.0
+
+
+def test_teacher_fit_stops_when_cancelled(demo_runs):
+    cancel = CancelToken()
+    cancel.cancel()
+    with pytest.raises(Cancelled):
+        teacher_fit(demo_runs["kd"], demo_runs["rgb_only"], cancel=cancel)
+
+
+def test_teacher_fit_rejects_runs_that_cannot_serve(demo_runs, tmp_path):
+    with pytest.raises(ValueError, match=f"{demo_runs['kd']}: its student was distilled .*independent RGB view"):
+        teacher_fit(demo_runs["kd"], demo_runs["kd"])
+    with pytest.raises(ValueError, match=f"{demo_runs['rgb_only']}: no teacher checkpoint"):
+        teacher_fit(demo_runs["rgb_only"], demo_runs["rgb_only"])
+    with pytest.raises(ValueError, match=f"{tmp_path / 'missing'}: no such folder"):
+        teacher_fit(demo_runs["kd"], tmp_path / "missing")
+    unfinished = shutil.copytree(demo_runs["rgb_only"], tmp_path / "unfinished")
+    RunFolder(unfinished).update_run_json(status="cancelled")
+    with pytest.raises(ValueError, match=f"{unfinished}: the run is cancelled, not finished"):
+        teacher_fit(demo_runs["kd"], unfinished)
+
+
+def test_cli_teacher_fit_prints_the_check_and_fails_clearly(demo_runs, tmp_path, capsys):
+    assert main(["teacher-fit", str(demo_runs["kd"]), str(demo_runs["rgb_only"])]) == 0
+    out = capsys.readouterr().out
+    assert "centred cosine" in out and "p =" in out and "River" in out
+    assert main(["teacher-fit", str(demo_runs["kd"]), str(demo_runs["rgb_only"]), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["classes"][0] == "AnnualCrop" and len(printed["per_class"]) == 6 and printed["verdict"]
+    assert main(["teacher-fit", str(demo_runs["kd"]), str(demo_runs["kd"])]) == 1
+    assert "cannot serve as the independent RGB view" in capsys.readouterr().err
+    assert main(["teacher-fit", str(tmp_path / "missing"), str(demo_runs["rgb_only"])]) == 1
+    assert "no such folder" in capsys.readouterr().err
