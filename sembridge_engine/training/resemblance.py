@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..config import RunConfig
 from ..data import ChannelStats, stratified_split
 from ..data.tiles import Tiles
-from ..events import CancelToken
+from ..events import CancelToken, EventCallback, LogLine, ignore_event
 from ..models.backbones import build_backbone
 from .checkpoint import load_checkpoint
 from .dataset import RunData, assemble_run_data, student_classes
@@ -227,10 +227,11 @@ def _check_same_classes(teacher: RunFolder, teacher_config: RunConfig, rgb: RunF
 
 
 def teacher_fit(teacher_run: Path, rgb_only_run: Path, *, temperature: float | None = None,
-                cancel: CancelToken | None = None) -> TeacherFit:
+                callback: EventCallback = ignore_event, cancel: CancelToken | None = None) -> TeacherFit:
     """Compare the teacher of ``teacher_run`` with the student of ``rgb_only_run`` (a finished run trained
     without distillation) on the RGB-only run's data; ``temperature`` defaults to the teacher run's KD
-    temperature. Raises ValueError naming the folder when either run cannot serve."""
+    temperature; ``callback`` gets a LogLine per step. Raises ValueError naming the folder when either run
+    cannot serve."""
     teacher_folder, rgb_folder = RunFolder(Path(teacher_run)), RunFolder(Path(rgb_only_run))
     teacher_config = _run_config(teacher_folder, "teacher run")
     rgb_config = _rgb_only_config(rgb_folder)
@@ -240,13 +241,18 @@ def teacher_fit(teacher_run: Path, rgb_only_run: Path, *, temperature: float | N
     if not temperature > 0:
         raise ValueError(f"temperature {temperature:g}: it must be above 0")
 
-    data = assemble_run_data(rgb_config, need_ms=True, cancel=cancel)
+    def log(message: str) -> None:
+        callback(LogLine(message))
+
+    data = assemble_run_data(rgb_config, need_ms=True, log=log, cancel=cancel)
     mismatch = data_mismatch(teacher_state["meta"], "teacher", data, rgb_config)
     if mismatch is not None:
         key, theirs, ours = mismatch
         raise ValueError(f"{teacher_folder.root}: its teacher was trained with {key} = {theirs!r}, but the RGB-only "
                          f"run's data have {ours!r}; give runs of the same project")
+    log(f"teacher of {teacher_folder.name} on {len(data.ms_tiles)} MS tiles")
     teacher_matrix = teacher_means(teacher_state, data, temperature, cancel)
+    log(f"student of {rgb_folder.name} on its validation and test images")
     rgb = rgb_view(rgb_folder, rgb_config, data, temperature, cancel)
     teacher_view = non_target(teacher_matrix)
     same_top, cosine = compare(teacher_view, rgb)
