@@ -1,6 +1,7 @@
 """Projects & runs: the open project, the runs under the output folder with key settings and final
-metrics, overlaid curves for the selected runs, Resume for interrupted ones and Export model for
-finished ones (app/export_dialog.py)."""
+metrics, overlaid curves for the selected runs, Resume for interrupted ones, Export model for
+finished ones (app/export_dialog.py) and, for a teacher run and an RGB-only run, the teacher fit
+check (app/teacher_fit_dialog.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,6 +16,7 @@ from PySide6.QtWidgets import (
 from app.export_dialog import ExportDialog
 from app.monitor.plots import PALETTE
 from app.settings import Settings
+from app.teacher_fit_dialog import TeacherFitDialog, teacher_fit_roles
 from app.widgets import ask_folder, ask_open_file, open_folder
 from sembridge_engine.training.rundir import METRIC_GROUPS, STAGES, RunFolder, list_runs
 
@@ -133,8 +135,16 @@ class RunsPanel(QWidget):
                                       "QGIS (Deepness) model beside it")
         self.export_button.clicked.connect(self.export_selected)
         self.export_dialog: ExportDialog | None = None
+        self.teacher_fit_button = QPushButton("Does the teacher fit?")
+        self.teacher_fit_button.setToolTip(
+            "Select a run with a teacher and a finished RGB-only run (KD loss none): checks whether the classes the "
+            "teacher finds alike are the classes the RGB images find alike, i.e. whether distillation can transfer "
+            "anything beyond the labels")
+        self.teacher_fit_button.clicked.connect(self.check_teacher_fit)
+        self.teacher_fit_dialog: TeacherFitDialog | None = None
         buttons = QHBoxLayout()
-        for button in (self.resume_button, self.show_button, self.folder_button, self.bundle_button, self.export_button):
+        for button in (self.resume_button, self.show_button, self.folder_button, self.bundle_button, self.export_button,
+                       self.teacher_fit_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
 
@@ -254,6 +264,7 @@ class RunsPanel(QWidget):
         self.folder_button.setEnabled(single is not None)
         self.bundle_button.setEnabled(single is not None and single.has_bundle)
         self.export_button.setEnabled(single is not None and single.has_bundle)
+        self.teacher_fit_button.setEnabled(teacher_fit_roles(runs) is not None)
         metrics = [metric for metric in CURVE_METRICS if any(run.curve(metric)[0] for run in runs)]
         current = self.metric_combo.currentText()
         self.metric_combo.blockSignals(True)
@@ -320,3 +331,10 @@ class RunsPanel(QWidget):
         if len(runs) == 1 and runs[0].has_bundle:
             self.export_dialog = ExportDialog(self.settings, runs[0].root, self)
             self.export_dialog.open()
+
+    def check_teacher_fit(self) -> None:
+        roles = teacher_fit_roles(self.selected_runs())
+        if roles is not None:
+            self.teacher_fit_dialog = TeacherFitDialog(*roles, self)
+            self.teacher_fit_dialog.open()
+            self.teacher_fit_dialog.start()

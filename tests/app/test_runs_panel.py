@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
+import pytest
 import rasterio
 
 from app.runs import RunsPanel, latest_bundle
 from resources import demo_project
 from sembridge_engine.training.rundir import list_runs
+from tests.app.conftest import TINY_OVERRIDES
 
 
 def test_runs_are_listed_and_compared(qtbot, settings, trained_run, tmp_path):
@@ -90,3 +93,54 @@ def test_a_run_is_exported_with_or_without_its_qgis_model(qtbot, settings, train
     probabilities = session.run(None, {session.get_inputs()[0].name: ((tile / 255 - mean) / std)[None]})[0]
     assert probabilities.shape == (1, len(bundle.class_names), size, size)
     assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def rgb_only_run(tmp_path_factory, demo_config_path, engine_cache) -> Path:
+    """A finished tiny run of the demo project without a teacher (KD loss none, no alignment terms)."""
+    from sembridge_engine.config import apply_overrides, load_config
+    from sembridge_engine.training import train
+
+    config = apply_overrides(load_config(demo_config_path),
+                             [*TINY_OVERRIDES, "distill.loss=none", "distill.ot1=false", "distill.ot2=false"])
+    return train(config, run_dir=tmp_path_factory.mktemp("rgb-only") / "rgb_only").run_dir
+
+
+def test_the_teacher_fit_check_compares_a_teacher_run_with_an_rgb_only_run(qtbot, settings, trained_run, rgb_only_run,
+                                                                          tmp_path):
+    output = tmp_path / "runs"
+    teacher_run = shutil.copytree(trained_run, output / "kd")
+    second_kd = shutil.copytree(trained_run, output / "kd_again")
+    rgb_only = shutil.copytree(rgb_only_run, output / "rgb_only")
+    no_student = shutil.copytree(rgb_only_run, output / "rgb_only_without_student")
+    (no_student / "checkpoints" / "student.pt").unlink()
+    settings.output_dir = str(output)
+    panel = RunsPanel(settings)
+    qtbot.addWidget(panel)
+    panel.refresh()
+    for selection in ([teacher_run], [teacher_run, second_kd], [teacher_run, rgb_only, second_kd]):
+        panel.select_runs(selection)
+        assert not panel.teacher_fit_button.isEnabled()
+    panel.select_runs([rgb_only, teacher_run])
+    assert panel.teacher_fit_button.isEnabled()
+
+    panel.teacher_fit_button.click()
+    dialog = panel.teacher_fit_dialog
+    assert dialog.isVisible() and (dialog.teacher_run.root, dialog.rgb_only_run.root) == (teacher_run, rgb_only)
+    qtbot.waitUntil(lambda: dialog.worker is None, timeout=180000)
+    assert dialog.fit is not None, dialog.error_label.text()
+    assert "p = " in dialog.status_label.text() and "chance" in dialog.status_label.text()
+    assert dialog.table.rowCount() == 6 and dialog.table.item(0, 0).text() == "AnnualCrop"
+
+    panel.select_runs([teacher_run, no_student])
+    panel.teacher_fit_button.click()
+    failing = panel.teacher_fit_dialog
+    qtbot.waitUntil(lambda: failing.worker is None, timeout=180000)
+    assert failing.fit is None and "student.pt" in failing.error_label.text() and failing.isVisible()
+
+    panel.select_runs([rgb_only, teacher_run])
+    panel.teacher_fit_button.click()
+    closed = panel.teacher_fit_dialog
+    closed.reject()   # while checking: the check is cancelled and the dialog goes once its thread has stopped
+    qtbot.waitUntil(lambda: closed.worker is None, timeout=180000)
+    assert not closed.isVisible() and closed.error_label.text() == ""
