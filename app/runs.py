@@ -137,7 +137,7 @@ class RunsPanel(QWidget):
         self.export_dialog: ExportDialog | None = None
         self.teacher_fit_button = QPushButton("Does the teacher fit?")
         self.teacher_fit_button.setToolTip(
-            "Select a run with a teacher and a finished RGB-only run (KD loss none): checks whether the classes the "
+            "Select a run with a teacher and a finished plain RGB run (KD loss none, no OT terms): checks whether the classes the "
             "teacher finds alike are the classes the RGB images find alike, i.e. whether distillation can transfer "
             "anything beyond the labels")
         self.teacher_fit_button.clicked.connect(self.check_teacher_fit)

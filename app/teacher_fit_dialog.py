@@ -18,13 +18,14 @@ TABLE_COLUMNS = ("Class", "Teacher: most like", "RGB: most like", "Same?")
 
 
 def teacher_fit_roles(runs: list[RunFolder]) -> tuple[RunFolder, RunFolder] | None:
-    """(teacher run, RGB-only run) when two runs can be checked: one with a teacher checkpoint, the other
-    finished without distillation (the engine checks the rest and says what is wrong)."""
+    """(teacher run, RGB-only run) when two runs can be checked: one with a teacher checkpoint, the other a
+    finished plain RGB run, with no teacher (the engine checks the rest and says what is wrong)."""
     if len(runs) != 2:
         return None
     for teacher, rgb_only in (runs, runs[::-1]):
+        rgb_only_config = rgb_only.config()
         if (teacher.checkpoint("teacher").is_file() and rgb_only.status == "finished"
-                and rgb_only.setting("distill.loss") == "none"):
+                and rgb_only_config is not None and not rgb_only_config.uses_teacher):
             return teacher, rgb_only
     return None
 

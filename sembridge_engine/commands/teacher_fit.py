@@ -9,7 +9,7 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("teacher_run", type=Path, help="a run folder with a trained teacher (checkpoints/teacher.pt)")
     parser.add_argument("rgb_only_run", type=Path,
-                        help="a finished run of the same project trained without distillation (distill.loss = 'none')")
+                        help="a finished plain RGB run of the same project (distill.loss = 'none', no OT terms)")
     parser.add_argument("--temperature", type=float, default=None,
                         help="softmax temperature of both views (default: the teacher run's KD temperature, else 4)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")

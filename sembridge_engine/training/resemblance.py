@@ -196,10 +196,11 @@ def _run_config(folder: RunFolder, role: str) -> RunConfig:
 def _rgb_only_config(folder: RunFolder) -> RunConfig:
     """The configuration of a finished run whose student learnt without distillation."""
     config = _run_config(folder, "RGB-only run")
-    if config.distill.loss != "none":
-        raise ValueError(f"{folder.root}: its student was distilled (distill.loss = '{config.distill.loss}'), so it has "
-                         "learnt the teacher's resemblances and cannot serve as the independent RGB view; give a run "
-                         "trained with distill.loss = 'none'")
+    if config.uses_teacher:
+        raise ValueError(f"{folder.root}: its student learnt from a teacher (distill.loss = '{config.distill.loss}', "
+                         f"ot1 = {config.distill.ot1}, ot2 = {config.distill.ot2}), so it may have taken on the "
+                         "teacher's resemblances and cannot serve as the independent RGB view; give a plain RGB run "
+                         "(distill.loss = 'none' without OT terms)")
     if folder.status != "finished":
         raise ValueError(f"{folder.root}: the run is {folder.status}, not finished; its student is the RGB view, "
                          "so finish or resume it first")

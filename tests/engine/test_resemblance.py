@@ -145,7 +145,7 @@ def test_teacher_fit_stops_when_cancelled(demo_runs):
 
 
 def test_teacher_fit_rejects_runs_that_cannot_serve(demo_runs, tmp_path):
-    with pytest.raises(ValueError, match=f"{demo_runs['kd']}: its student was distilled .*independent RGB view"):
+    with pytest.raises(ValueError, match=f"{demo_runs['kd']}: its student learnt from a teacher .*independent RGB view"):
         teacher_fit(demo_runs["kd"], demo_runs["kd"])
     with pytest.raises(ValueError, match=f"{demo_runs['rgb_only']}: no teacher checkpoint"):
         teacher_fit(demo_runs["rgb_only"], demo_runs["rgb_only"])
