@@ -23,6 +23,13 @@ from torch import Tensor
 MAX_ASSIGNMENT_ELEMENTS = 50_000_000  # RGB images x MS tiles of one class for an exact assignment
 
 
+def busiest_teacher_shares(match: Tensor, labels: Tensor, classes: int, teachers: int) -> Tensor:
+    """(classes,) share of each class's RGB images taught by its busiest MS tile, from a pairing
+    (``match``: MS index per RGB image, ``labels``: its class); 0 for a class without images."""
+    counts = torch.bincount(labels.long() * teachers + match.long(), minlength=classes * teachers).view(classes, teachers)
+    return counts.max(1).values / counts.sum(1).clamp(min=1)
+
+
 def csls(similarity: Tensor, neighbours: int) -> Tensor:
     """CSLS scores from an (N_c, K_c) cosine matrix of one class (rows RGB, columns MS)."""
     rows_k, columns_k = min(neighbours, similarity.shape[1]), min(neighbours, similarity.shape[0])

@@ -16,6 +16,7 @@ import torch
 
 from ..atomic import write_csv_atomic
 from ..data import resize_tiles
+from ..distill.hubness import busiest_teacher_shares
 from ..distill.matching import dynm_epochs, dynm_match, random_class_consistent_match, ssm_match
 from ..distill.objective import TERMS, SemBridgeObjective
 from ..events import MatchingUpdated
@@ -31,6 +32,7 @@ from .loops import build_optimizer, build_scheduler, epoch_generator
 from .stage_loop import StageSpec, run_stage
 
 MATCH_TABLE_HEADER = ("rgb_path", "ms_path", "class", "score")
+HUB_SHARE = 0.5   # one MS tile teaching more than half of a class's RGB images
 
 
 def initial_match(ctx: RunContext, data: RunData, matcher: Matcher | None) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -52,6 +54,20 @@ def initial_match(ctx: RunContext, data: RunData, matcher: Matcher | None) -> tu
     match, score = ssm_match(queries, labels, gallery, membership, similarity=distill.ssm_similarity,
                              neighbours=distill.csls_neighbours, capacity=distill.teacher_capacity)
     return ctx.dist.broadcast(match.cpu()), ctx.dist.broadcast(score.float().cpu()), "ssm"
+
+
+def warn_about_hub_teachers(ctx: RunContext, data: RunData, match: torch.Tensor) -> None:
+    """Say so when SSM hands most of a class to one MS tile. Its errors then reach most of the class's
+    students. This happens when the matcher has not learnt to tell the class's tiles apart: its RGB
+    embeddings gather near one point and the MS tile nearest that point wins (tests/benchmarks/hubness.py)."""
+    shares = busiest_teacher_shares(match, data.rgb_labels[data.rgb_train], len(data.student_classes),
+                                    len(data.ms_tiles))
+    crowded = [f"{name} ({share:.0%})" for name, share in zip(data.student_classes, shares.tolist()) if share > HUB_SHARE]
+    if crowded:
+        ctx.log(f"SSM pairs most RGB training images of {', '.join(crowded)} with a single MS tile: that tile's "
+                "errors reach most of the class. The Teachers page shows the pairing; more matcher epochs help the "
+                "matcher tell the tiles apart, and distill.teacher_capacity = 1 spreads the teaching by construction.",
+                "warning")
 
 
 def write_match_table(ctx: RunContext, data: RunData, round_index: int, match: torch.Tensor,
@@ -85,6 +101,8 @@ class StudentStage:
             if not self.bank.keeps_maps:
                 ctx.log("teacher feature maps do not fit in memory; they are recomputed per batch", "warning")
             self.match, self.score, kind = initial_match(ctx, data, matcher)
+            if kind == "ssm":
+                warn_about_hub_teachers(ctx, data, self.match)
             write_match_table(ctx, data, 0, self.match, self.score)
             ctx.emit(MatchingUpdated(0, kind, 1.0, str(ctx.folder.match_table(0))))
         ctx.seed_models("student")

@@ -11,7 +11,7 @@ from torchvision import models
 
 from sembridge_engine.config import AugmentConfig, DistillConfig
 from sembridge_engine.data.transforms import ChannelStats
-from sembridge_engine.distill.hubness import capacity_assignment, csls, teacher_limit
+from sembridge_engine.distill.hubness import busiest_teacher_shares, capacity_assignment, csls, teacher_limit
 from sembridge_engine.distill.matching import dynm_match, ssm_match
 from sembridge_engine.distill.objective import SemBridgeObjective
 from sembridge_engine.models.backbones import Features, PretrainedWeightsError, build_backbone, imagenet_weights_path
@@ -92,6 +92,12 @@ def test_capacity_assignment_is_optimal_under_the_limit():
                for choice in __import__("itertools").product(range(3), repeat=4)
                if max(choice.count(column) for column in range(3)) <= limit)
     assert float(score.gather(1, positions[:, None]).sum()) == pytest.approx(float(best))
+
+
+def test_busiest_teacher_shares_per_class():
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1])
+    match = torch.tensor([2, 2, 2, 3, 0, 1, 4])
+    assert busiest_teacher_shares(match, labels, classes=3, teachers=5).tolist() == pytest.approx([3 / 4, 1 / 3, 0])
 
 
 def test_csls_and_capacity_spread_the_teaching_of_a_hub():

@@ -15,11 +15,13 @@ import torch
 
 from resources import demo_project
 from sembridge_engine.config import apply_overrides, load_config
-from sembridge_engine.events import BatchProgress, CancelToken, EpochFinished, RunFailed, RunFinished, StageStarted
+from sembridge_engine.events import (BatchProgress, CancelToken, EpochFinished, LogLine, RunFailed, RunFinished,
+                                     StageStarted)
 from sembridge_engine.training import resume, train
 from sembridge_engine.training.checkpoint import CheckpointError
 from sembridge_engine.device import describe_device, resolve_device
-from sembridge_engine.training.rundir import TIMING_KEYS
+from sembridge_engine.training.rundir import TIMING_KEYS, RunFolder
+from sembridge_engine.training.student import HUB_SHARE
 
 TINY = [
     "data.ms_tile_size=32", "data.rgb_tile_size=32", "train.device=cpu", "train.scheduler=cosine",
@@ -112,6 +114,12 @@ def test_full_run_writes_metrics_matches_and_model(full_run):
             table = list(csv.DictReader(handle))
         assert len(table) == 108
         assert all(Path(row["ms_path"]).parent.name == row["class"] == Path(row["rgb_path"]).parent.name for row in table)
+    crowded = {name for name, diversity in RunFolder(run_dir).teacher_diversity()[0].items()
+               if diversity.busiest_share > HUB_SHARE}
+    warnings = [event.message for event in events
+                if isinstance(event, LogLine) and event.message.startswith("SSM pairs most")]
+    named = {name for name in meta["class_names"] if any(f"{name} (" in message for message in warnings)}
+    assert named == crowded and len(warnings) == int(bool(crowded)), "the hub warning names the crowded classes"
 
 
 def test_cancel_mid_epoch_then_resume_reproduces_the_uninterrupted_run(full_run, tmp_path):
