@@ -201,8 +201,9 @@ class StudentConfig(StageConfig):
     epochs: int = setting(60, label="Epochs", minimum=1, maximum=MAX_EPOCHS,
                           help="Passes over the RGB training images; the re-matching schedule counts these epochs.")
     teacher_from: str = setting("", label="Reuse teacher from run",
-                                help="A finished run whose teacher and matcher are reused instead of trained again; its "
-                                "MS archive and band layout must be this run's.")
+                                help="A finished run whose teacher is reused instead of trained again, and its matcher "
+                                "too unless this run sets other matcher or training settings; its MS archive and band "
+                                "layout must be this run's.")
     use_teacher_cache: bool = setting(True, label="Reuse a cached teacher and matcher",
                                       help="A teacher and matcher trained before on exactly these MS tiles with these "
                                       "settings are taken from the cache instead of trained again. Untick to train "

@@ -20,21 +20,27 @@ from .dataset import RunData
 from .rundir import RunFolder, teacher_cache_dir
 
 
-def cache_key(config: RunConfig, data: RunData, stage: str) -> str:
-    """Everything the stage's result depends on: its data, its own settings and the training recipe
-    (optimiser, schedule, augmentation, BatchNorm re-estimation, model selection; label smoothing for the
-    teacher, whose loss it changes)."""
+def training_settings(config: RunConfig, stage: str, *, with_seed: bool = True) -> dict[str, Any]:
+    """What a teacher or matcher is, besides its data: its own settings, the augmentation and the training
+    recipe (optimiser, schedule, BatchNorm re-estimation, model selection; label smoothing for the
+    teacher, whose loss it changes). ``with_seed`` False leaves out the seed, a random draw that does
+    not change what was asked for."""
     sections = config_to_dict(config)
     train = sections["train"]
-    recipe = {key: train[key] for key in ("seed", "optimizer", "weight_decay", "scheduler", "precise_bn",
-                                          "selection_window")}
+    keys = ("seed",) * with_seed + ("optimizer", "weight_decay", "scheduler", "precise_bn", "selection_window")
+    recipe = {key: train[key] for key in keys}
     if stage == "teacher":
         recipe["label_smoothing"] = train["label_smoothing"]
+    return {"stage_config": sections[stage], "augment": sections["augment"], "recipe": recipe}
+
+
+def cache_key(config: RunConfig, data: RunData, stage: str) -> str:
+    """Everything the stage's result depends on: its data and its training settings."""
     return config_hash({
         "stage": stage, "engine": __version__, "ms_fingerprint": data.ms_fingerprint,
         "ms_path": config.data.ms_path, "bands": list(data.preset.band_names), "rgb": list(data.preset.rgb_bands),
         "ms_tile_size": config.data.ms_tile_size, "ms_val_fraction": config.data.ms_val_fraction,
-        "stage_config": sections[stage], "augment": sections["augment"], "recipe": recipe,
+        **training_settings(config, stage),
     })
 
 
@@ -50,7 +56,7 @@ def _source(ctx: RunContext, data: RunData, stage: str) -> tuple[Path, str] | No
         path = RunFolder(Path(source)).checkpoint(stage)
         if stage == "teacher" and not path.exists():
             raise ValueError(f"teacher_from {source}: no teacher checkpoint {path} (is it a SemBridge run folder?)")
-        if path.exists():
+        if path.exists() and (stage == "teacher" or _same_matcher_asked(ctx, Path(source))):
             return path, f"run {source}"
     if not ctx.config.student.use_teacher_cache:
         return None
@@ -68,6 +74,22 @@ def data_mismatch(meta: dict[str, Any], stage: str, data: RunData, config: RunCo
         if meta.get(key) != value:
             return key, meta.get(key), value
     return None
+
+
+def _same_matcher_asked(ctx: RunContext, source: Path) -> bool:
+    """Whether the teacher_from run's matcher is the one this run asks for. The teacher is reused because
+    the user named it; its run's matcher only comes along, so a run that sets other matcher epochs,
+    width or recipe trains its own instead of silently taking one it did not ask for (matcher.epochs = 0
+    asks for no training, so it takes the run's matcher)."""
+    source_config = RunFolder(source).config()
+    if ctx.config.matcher.epochs == 0 or source_config is None:
+        return True
+    if training_settings(source_config, "matcher", with_seed=False) == training_settings(ctx.config, "matcher",
+                                                                                         with_seed=False):
+        return True
+    ctx.log(f"the matcher of run {source} was trained with other matcher or recipe settings than this run's; "
+            "this run trains its own (the teacher is still reused)")
+    return False
 
 
 def _check_compatible(state: dict[str, Any], stage: str, data: RunData, config: RunConfig, origin: str, path: Path) -> None:

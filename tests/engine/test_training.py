@@ -207,6 +207,15 @@ def test_a_changed_recipe_trains_a_new_teacher_instead_of_the_cached_one(full_ru
     assert first_stage(config, tmp_path / "run", full_run[2] / "cache") == (["teacher"], "cancelled")
 
 
+@pytest.mark.parametrize("change, first", [("matcher.epochs=2", "matcher"), ("augment.crop_min=0.8", "matcher"),
+                                           ("train.seed=5", "student"), ("matcher.epochs=0", "student")])
+def test_teacher_from_brings_its_matcher_only_when_this_run_asks_for_the_same_one(full_run, tmp_path, change, first):
+    """The named teacher is always reused; its run's matcher only with this run's matcher settings and recipe
+    (a seed is a random draw, not a setting; matcher epochs 0 asks for no training)."""
+    config = tiny_config("student.epochs=1", change, f"student.teacher_from={full_run[0].run_dir}")
+    assert first_stage(config, tmp_path / "run", tmp_path / "empty-cache") == ([first], "cancelled")
+
+
 def test_teacher_from_rejects_an_incompatible_run(full_run, tmp_path):
     config = tiny_config("student.epochs=1", "data.ms_tile_size=48", f"student.teacher_from={full_run[0].run_dir}")
     with teacher_cache(tmp_path / "cache"), pytest.raises(ValueError, match="tile_size"):
