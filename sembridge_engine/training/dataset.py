@@ -97,8 +97,18 @@ def _fingerprint(index: ImageryIndex, preset: BandPreset, tile_size: int) -> str
     return digest.hexdigest()
 
 
-def _file_entries(index: ImageryIndex) -> dict[str, list]:
-    """{path relative to the archive root: [labels, size, mtime]} of every usable file."""
+def _content_digest(path: Path) -> str:
+    """128-bit BLAKE2b of the file's bytes."""
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+
+
+def _file_entries(index: ImageryIndex, known: dict[str, list]) -> dict[str, list]:
+    """{path relative to the archive root: [labels, size, mtime, content digest]} of every usable file.
+
+    A file whose size and time match its ``known`` entry keeps that entry's digest instead of being
+    read again, so a resume re-reads only the files that look touched.
+    """
     base = index.root if index.root.is_dir() else index.root.parent
     entries = {}
     for record in index.records:
@@ -107,37 +117,54 @@ def _file_entries(index: ImageryIndex) -> dict[str, list]:
             name = str(record.path.relative_to(base))
         except ValueError:
             name = str(record.path)
-        entries[name] = ["/".join(record.labels), stat.st_size, stat.st_mtime_ns]
+        previous = known.get(name, [])
+        unchanged = len(previous) == 4 and previous[1:3] == [stat.st_size, stat.st_mtime_ns]
+        digest = previous[3] if unchanged else _content_digest(record.path)
+        entries[name] = ["/".join(record.labels), stat.st_size, stat.st_mtime_ns, digest]
     return entries
 
 
-def data_manifest(config: RunConfig) -> dict[str, dict[str, list]]:
-    """Every file a run trains on (label, size, modification time), from discovery alone (no pixels read):
-    recorded when a run starts and compared when it resumes, because a resumed run must see the same data."""
-    manifest = {"rgb": _file_entries(discover_rgb_folder(config.data.rgb_path))}
+def data_manifest(config: RunConfig, known: dict[str, dict[str, list]] | None = None) -> dict[str, dict[str, list]]:
+    """Every file a run trains on (label, size, modification time, content digest), recorded when a run
+    starts and compared when it resumes, because a resumed run must see the same data.
+
+    The content digest, not the time, decides whether a file changed: an archive copied to another
+    disk or restored from a backup keeps its bytes but gets new times, and must still resume. Hashing
+    costs one extra read of the files at the start (the run reads all their pixels anyway); ``known``
+    (the recorded manifest) spares the files whose size and time did not move.
+    """
+    known = known or {}
+    manifest = {"rgb": _file_entries(discover_rgb_folder(config.data.rgb_path), known.get("rgb", {}))}
     if config.uses_teacher:
-        manifest["ms"] = _file_entries(discover_ms_archive(config.data.ms_path))
+        manifest["ms"] = _file_entries(discover_ms_archive(config.data.ms_path), known.get("ms", {}))
     return manifest
 
 
 def data_changes(recorded: dict[str, dict[str, list]], current: dict[str, dict[str, list]]) -> list[str]:
     """What differs between two data manifests, in words (empty when the data is the same).
 
-    A file that left one class folder and appeared in another with the same name, size and time
-    counts as moved, not as removed and added.
+    A file that left one class folder and appeared in another with the same name and content counts
+    as moved, not as removed and added. Manifests written before content digests were recorded are
+    compared by size and modification time.
     """
     changes = []
     for modality in sorted(set(recorded) | set(current)):
         before, after = recorded.get(modality, {}), current.get(modality, {})
+        by_digest = all(len(entry) == 4 for entry in [*before.values(), *after.values()])
+
+        def content(entry: list) -> tuple:
+            return (entry[1], entry[3]) if by_digest else (entry[1], entry[2])
+
         gone = set(before) - set(after)
         new = set(after) - set(before)
-        fingerprint = {(Path(name).name, *before[name][1:]): name for name in gone}
-        moved = sorted(name for name in new if (Path(name).name, *after[name][1:]) in fingerprint)
-        gone -= {fingerprint[(Path(name).name, *after[name][1:])] for name in moved}
+        fingerprint = {(Path(name).name, *content(before[name])): name for name in gone}
+        moved = sorted(name for name in new if (Path(name).name, *content(after[name])) in fingerprint)
+        gone -= {fingerprint[(Path(name).name, *content(after[name]))] for name in moved}
         new -= set(moved)
         common = set(before) & set(after)
         moved += sorted(name for name in common if before[name][0] != after[name][0])
-        modified = sorted(name for name in common if before[name][1:] != after[name][1:] and before[name][0] == after[name][0])
+        modified = sorted(name for name in common
+                          if content(before[name]) != content(after[name]) and before[name][0] == after[name][0])
         for what, names in (("added", sorted(new)), ("removed", sorted(gone)), ("moved to another class", moved),
                             ("modified", modified)):
             if names:

@@ -54,16 +54,21 @@ def _transport_summary(folder: RunFolder) -> dict[str, float | None]:
 
 
 def _check_same_data(ctx: RunContext) -> None:
-    """Record the run's files when it starts; refuse to continue a run whose data changed since."""
+    """Record the run's files when it starts; refuse to continue a run whose data changed since. A resume
+    that finds the same content under new file times records the new times, so the next one need not
+    read the files again."""
     folder = ctx.folder
-    current = data_manifest(ctx.config)
     if not folder.data_manifest_path.exists():
-        write_json_atomic(folder.data_manifest_path, current)
+        write_json_atomic(folder.data_manifest_path, data_manifest(ctx.config))
         return
-    changes = data_changes(json.loads(folder.data_manifest_path.read_text(encoding="utf-8")), current)
+    recorded = json.loads(folder.data_manifest_path.read_text(encoding="utf-8"))
+    current = data_manifest(ctx.config, known=recorded)
+    changes = data_changes(recorded, current)
     if changes:
         raise ValueError(f"the data of run {folder.root} changed since it started, so it cannot be resumed: "
                          + "; ".join(changes) + ". A changed dataset is a new run: start one with `sembridge train`.")
+    if current != recorded:
+        write_json_atomic(folder.data_manifest_path, current)
 
 
 def _load_data(ctx: RunContext):

@@ -180,6 +180,30 @@ def test_resume_refuses_changed_data_and_says_what_changed(tiny, data_rgb_folder
     assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
 
 
+def test_resume_goes_by_content_not_file_times(tiny, data_ms_archive, data_rgb_folder, tmp_path):
+    """An archive copied or restored from a backup has new file times but the same bytes: it resumes.
+    An edit that keeps the size and the time is still caught."""
+    run_dir = _cancelled_run(tiny, tmp_path / "run")
+    files = sorted(path for root in (data_ms_archive, data_rgb_folder) for path in root.rglob("*") if path.is_file())
+    for path in files:
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 3_600 * 10**9))
+    edited = sorted((data_rgb_folder / "Forest").iterdir())[0]
+    original, times = edited.read_bytes(), (edited.stat().st_atime_ns, edited.stat().st_mtime_ns)
+    edited.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))
+    os.utime(edited, ns=times)
+    with pytest.raises(ValueError) as error:
+        resume(run_dir)
+    assert "the data of run" in str(error.value)
+    assert str(error.value).count("file(s)") == 1 and f"1 RGB file(s) modified (Forest/{edited.name})" in str(error.value)
+
+    edited.write_bytes(original)
+    os.utime(edited, ns=times)
+    resume(run_dir)
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    recorded = json.loads((run_dir / "data_manifest.json").read_text())
+    assert recorded["rgb"][f"Forest/{edited.name}"][2] == times[1]
+
+
 def test_a_second_writer_is_refused_and_a_dead_writers_lock_taken_over(tiny, tmp_path):
     folder = RunFolder(tmp_path / "run")
     with folder.writer_lock():
