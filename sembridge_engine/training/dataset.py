@@ -11,6 +11,7 @@ gap between sensors before the shared RGB encoder M_G sees them.
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable
@@ -140,6 +141,11 @@ def data_manifest(config: RunConfig, known: dict[str, dict[str, list]] | None = 
     return manifest
 
 
+def _content(entry: list, by_digest: bool) -> tuple:
+    """What identifies a manifest entry's bytes: size and digest, or size and time without digests."""
+    return (entry[1], entry[3]) if by_digest else (entry[1], entry[2])
+
+
 def data_changes(recorded: dict[str, dict[str, list]], current: dict[str, dict[str, list]]) -> list[str]:
     """What differs between two data manifests, in words (empty when the data is the same).
 
@@ -151,10 +157,7 @@ def data_changes(recorded: dict[str, dict[str, list]], current: dict[str, dict[s
     for modality in sorted(set(recorded) | set(current)):
         before, after = recorded.get(modality, {}), current.get(modality, {})
         by_digest = all(len(entry) == 4 for entry in [*before.values(), *after.values()])
-
-        def content(entry: list) -> tuple:
-            return (entry[1], entry[3]) if by_digest else (entry[1], entry[2])
-
+        content = partial(_content, by_digest=by_digest)
         gone = set(before) - set(after)
         new = set(after) - set(before)
         fingerprint = {(Path(name).name, *content(before[name])): name for name in gone}
