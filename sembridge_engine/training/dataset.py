@@ -104,7 +104,8 @@ def _content_digest(path: Path) -> str:
         return hashlib.file_digest(file, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
 
 
-def _file_entries(index: ImageryIndex, known: dict[str, list]) -> dict[str, list]:
+def _file_entries(index: ImageryIndex, known: dict[str, list], cancel: CancelToken | None,
+                  progress: Callable[[int, int], None] | None) -> dict[str, list]:
     """{path relative to the archive root: [labels, size, mtime, content digest]} of every usable file.
 
     A file whose size and time match its ``known`` entry keeps that entry's digest instead of being
@@ -112,7 +113,11 @@ def _file_entries(index: ImageryIndex, known: dict[str, list]) -> dict[str, list
     """
     base = index.root if index.root.is_dir() else index.root.parent
     entries = {}
-    for record in index.records:
+    total = len(index.records)
+    report_every = max(1, total // 100)
+    for done, record in enumerate(index.records, start=1):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
         stat = record.path.stat()
         try:
             name = str(record.path.relative_to(base))
@@ -122,22 +127,32 @@ def _file_entries(index: ImageryIndex, known: dict[str, list]) -> dict[str, list
         unchanged = len(previous) == 4 and previous[1:3] == [stat.st_size, stat.st_mtime_ns]
         digest = previous[3] if unchanged else _content_digest(record.path)
         entries[name] = ["/".join(record.labels), stat.st_size, stat.st_mtime_ns, digest]
+        if progress is not None and (done % report_every == 0 or done == total):
+            progress(done, total)
     return entries
 
 
-def data_manifest(config: RunConfig, known: dict[str, dict[str, list]] | None = None) -> dict[str, dict[str, list]]:
+def data_manifest(config: RunConfig, known: dict[str, dict[str, list]] | None = None, *,
+                  cancel: CancelToken | None = None,
+                  progress: Callable[[str, int, int], None] | None = None) -> dict[str, dict[str, list]]:
     """Every file a run trains on (label, size, modification time, content digest), recorded when a run
     starts and compared when it resumes, because a resumed run must see the same data.
 
     The content digest, not the time, decides whether a file changed: an archive copied to another
     disk or restored from a backup keeps its bytes but gets new times, and must still resume. Hashing
     costs one extra read of the files at the start (the run reads all their pixels anyway); ``known``
-    (the recorded manifest) spares the files whose size and time did not move.
+    (the recorded manifest) spares the files whose size and time did not move. ``progress(modality,
+    done, total)`` follows the files; ``cancel`` stops between files (a large archive takes a while).
     """
     known = known or {}
-    manifest = {"rgb": _file_entries(discover_rgb_folder(config.data.rgb_path), known.get("rgb", {}))}
+
+    def entries(modality: str, index: ImageryIndex) -> dict[str, list]:
+        follow = None if progress is None else lambda done, total: progress(modality, done, total)
+        return _file_entries(index, known.get(modality, {}), cancel, follow)
+
+    manifest = {"rgb": entries("rgb", discover_rgb_folder(config.data.rgb_path))}
     if config.uses_teacher:
-        manifest["ms"] = _file_entries(discover_ms_archive(config.data.ms_path), known.get("ms", {}))
+        manifest["ms"] = entries("ms", discover_ms_archive(config.data.ms_path))
     return manifest
 
 

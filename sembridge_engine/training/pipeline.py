@@ -58,11 +58,15 @@ def _check_same_data(ctx: RunContext) -> None:
     that finds the same content under new file times records the new times, so the next one need not
     read the files again."""
     folder = ctx.folder
+
+    def progress(modality: str, done: int, total: int) -> None:
+        ctx.emit(BatchProgress(f"{modality} files checked", 0, done, total))
+
     if not folder.data_manifest_path.exists():
-        write_json_atomic(folder.data_manifest_path, data_manifest(ctx.config))
+        write_json_atomic(folder.data_manifest_path, data_manifest(ctx.config, cancel=ctx.cancel, progress=progress))
         return
     recorded = json.loads(folder.data_manifest_path.read_text(encoding="utf-8"))
-    current = data_manifest(ctx.config, known=recorded)
+    current = data_manifest(ctx.config, known=recorded, cancel=ctx.cancel, progress=progress)
     changes = data_changes(recorded, current)
     if changes:
         raise ValueError(f"the data of run {folder.root} changed since it started, so it cannot be resumed: "

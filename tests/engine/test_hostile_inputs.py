@@ -204,6 +204,22 @@ def test_resume_goes_by_content_not_file_times(tiny, data_ms_archive, data_rgb_f
     assert recorded["rgb"][f"Forest/{edited.name}"][2] == times[1]
 
 
+def test_the_data_check_follows_each_file_and_stops_when_cancelled(tiny):
+    """Hashing a large archive takes a while: the user sees it advance and can cancel it."""
+    from sembridge_engine.events import Cancelled, CancelToken
+    from sembridge_engine.training.dataset import data_manifest
+
+    calls = []
+    manifest = data_manifest(tiny, progress=lambda modality, done, total: calls.append((modality, done, total)))
+    last = {modality: (done, total) for modality, done, total in calls}
+    assert last == {modality: (len(files), len(files)) for modality, files in manifest.items()}
+    assert set(last) == {"rgb", "ms"} and all(len(files) > 0 for files in manifest.values())
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        data_manifest(tiny, cancel=token)
+
+
 def test_a_second_writer_is_refused_and_a_dead_writers_lock_taken_over(tiny, tmp_path):
     folder = RunFolder(tmp_path / "run")
     with folder.writer_lock():
