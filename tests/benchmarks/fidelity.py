@@ -362,7 +362,8 @@ def pair_report(out: Path, pair: str, teacher_run: Path) -> tuple[list[str], dic
     teacher_summary = summary_of(teacher_run) if run_status(teacher_run) == "finished" else {}
     report = [f"### {pair}: teacher `{PAIRS[pair]['teacher.arch']}` -> student `{PAIRS[pair]['student.arch']}`", "",
               f"Teacher (10 MS classes) validation OA: {mean_std([teacher_summary.get('teacher_val_oa', float('nan'))])} "
-              f"(teacher and matcher trained once in `{teacher_run.relative_to(out)}`, reused by every other run)", ""]
+              f"(teacher and matcher trained once in `{teacher_run.relative_to(out)}`, reused by every other run; "
+              "a variant with other matcher settings trains its own matcher)", ""]
     report += [*agreement_lines(teacher_run, out / pair / "a_no_kd"), ""]
     report += variant_rows(VARIANTS, runs)
     report += ["", "Paired by seed (same RGB split, initialisation and batch order); Δ = first minus second, "
