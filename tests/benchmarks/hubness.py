@@ -5,8 +5,9 @@ embedding space. With the issue-16 recipe the busiest MS tile of a class teaches
 quarters of it at the first pairing, against about 62 % with the old recipe; the matcher's training
 changed with the recipe (augmentation, BatchNorm re-estimation, cosine schedule), so which part
 concentrates the pairing was not known. This script trains the matcher alone (the engine's own
-stage, no teacher, no student) with each part switched off in turn, for several seeds, and
-measures SSM's first pairing on the RGB training images as the student stage makes it:
+stage, no teacher, no student) with each part switched off in turn, and as the app trains it by
+default, for several seeds, and measures SSM's first pairing on the RGB training images as the
+student stage makes it:
 
 - teachers per class and the busiest teacher's share (the fidelity report's diversity columns);
 - how tightly a class's embeddings gather, RGB images and MS tiles apart (mean pairwise cosine
@@ -36,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from fidelity import PAIRS, QUICK_SETTINGS, write_base_config
-from sembridge_engine.config import apply_overrides, load_config
+from sembridge_engine.config import MatcherConfig, TrainConfig, apply_overrides, load_config
 from sembridge_engine.data import resize_tiles
 from sembridge_engine.events import ignore_event
 from sembridge_engine.training.context import RunContext
@@ -48,14 +49,26 @@ from speed import commit, machine_line
 
 REPO = Path(__file__).resolve().parents[2]
 
+
+def budget(epochs: int, batch_size: int, scheduler: str) -> str:
+    """A matcher budget in words: the report names what each row trained, from the settings themselves."""
+    return f"{epochs} epochs, batch {batch_size}, schedule '{scheduler}'"
+
+
+QUICK_MATCHER = budget(QUICK_SETTINGS["matcher.epochs"], QUICK_SETTINGS["matcher.batch_size"],
+                       QUICK_SETTINGS["train.scheduler"])
+APP_MATCHER, APP_TRAIN = MatcherConfig(), TrainConfig()
 RECIPES = {
-    "issue-16 recipe (the defaults)": [],
+    f"issue-16 recipe, quick budget ({QUICK_MATCHER})": [],
     "no augmentation": ["augment.dihedral=false", "augment.crop_min=1"],
     "no precise BN": ["train.precise_bn=false"],
     "constant learning rate": ["train.scheduler=none"],
     "none of the three": ["augment.dihedral=false", "augment.crop_min=1", "train.precise_bn=false",
                           "train.scheduler=none"],
     "issue-16 recipe, 4x the epochs": [f"matcher.epochs={4 * QUICK_SETTINGS['matcher.epochs']}"],
+    f"the app's defaults ({budget(APP_MATCHER.epochs, APP_MATCHER.batch_size, APP_TRAIN.scheduler)})": [
+        f"matcher.epochs={APP_MATCHER.epochs}", f"matcher.batch_size={APP_MATCHER.batch_size}",
+        f"train.scheduler={APP_TRAIN.scheduler}"],
 }
 
 
