@@ -15,6 +15,7 @@ from app.workers import EngineWorker, run_in_worker
 from sembridge_engine.training.rundir import RunFolder
 
 TABLE_COLUMNS = ("Class", "Teacher: most like", "RGB: most like", "Same?")
+MAX_TABLE_HEIGHT = 420   # pixels: about 14 class rows
 
 
 def teacher_fit_roles(runs: list[RunFolder]) -> tuple[RunFolder, RunFolder] | None:
@@ -89,6 +90,17 @@ class TeacherFitDialog(QDialog):
             for column, value in enumerate((name, teacher, rgb, "yes" if teacher == rgb else "")):
                 self.table.setItem(row, column, QTableWidgetItem(value))
         self.table.show()
+        self._grow_to_results()
+
+    def _grow_to_results(self) -> None:
+        """The dialog was sized for one line of status: grow it so the verdict is read whole and every column
+        and class row shows without scrolling (up to MAX_TABLE_HEIGHT, beyond which the table scrolls)."""
+        table = self.table
+        frame = 2 * table.frameWidth()
+        table.setMinimumWidth(table.horizontalHeader().length() + frame + table.verticalScrollBar().sizeHint().width())
+        table.setMinimumHeight(min(table.horizontalHeader().height() + table.verticalHeader().length() + frame,
+                                   MAX_TABLE_HEIGHT))
+        self.adjustSize()
 
     def _failed(self, message: str, cancelled: bool) -> None:
         self.status_label.setText("")

@@ -131,6 +131,10 @@ def test_the_teacher_fit_check_compares_a_teacher_run_with_an_rgb_only_run(qtbot
     assert dialog.fit is not None, dialog.error_label.text()
     assert "p = " in dialog.status_label.text() and "chance" in dialog.status_label.text()
     assert dialog.table.rowCount() == 6 and dialog.table.item(0, 0).text() == "AnnualCrop"
+    qtbot.wait(50)
+    label = dialog.status_label   # the whole verdict is shown, and every class and column without scrolling
+    assert label.height() >= label.heightForWidth(label.width())
+    assert not dialog.table.verticalScrollBar().isVisible() and not dialog.table.horizontalScrollBar().isVisible()
 
     panel.select_runs([teacher_run, no_student])
     panel.teacher_fit_button.click()
