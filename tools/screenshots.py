@@ -122,6 +122,12 @@ def main() -> int:
     window.show_page("Projects & runs")
     window.runs_panel.select_runs([run.root for run in window.runs_panel.runs])
     shoot("runs_compare")
+    window.runs_panel.check_teacher_fit()
+    fit = window.runs_panel.teacher_fit_dialog
+    wait_for(fit.checked, 120000)
+    settle(app, 300)
+    shoot("teacher_fit", fit)
+    fit.reject()
 
     window.show_page("Classify")
     panel = window.classify_panel
