@@ -56,18 +56,26 @@ def initial_match(ctx: RunContext, data: RunData, matcher: Matcher | None) -> tu
     return ctx.dist.broadcast(match.cpu()), ctx.dist.broadcast(score.float().cpu()), "ssm"
 
 
-def warn_about_hub_teachers(ctx: RunContext, data: RunData, match: torch.Tensor) -> None:
-    """Say so when SSM hands most of a class to one MS tile. Its errors then reach most of the class's
-    students. This happens when the matcher has not learnt to tell the class's tiles apart: its RGB
-    embeddings gather near one point and the MS tile nearest that point wins (tests/benchmarks/hubness.py)."""
+def warn_about_hub_teachers(ctx: RunContext, data: RunData, match: torch.Tensor, round_index: int) -> None:
+    """Say so when a matching round hands most of a class to one MS tile: its errors then reach most of the
+    class's students. SSM (round 0) does this when the matcher has not learnt to tell the class's tiles
+    apart: its RGB embeddings gather near one point and the MS tile nearest that point wins
+    (tests/benchmarks/hubness.py). DynM rounds match on predictions, not on the matcher, and gather anew."""
     shares = busiest_teacher_shares(match, data.rgb_labels[data.rgb_train], len(data.student_classes),
                                     len(data.ms_tiles))
     crowded = [f"{name} ({share:.0%})" for name, share in zip(data.student_classes, shares.tolist()) if share > HUB_SHARE]
-    if crowded:
+    if not crowded:
+        return
+    if round_index == 0:
         ctx.log(f"SSM pairs most RGB training images of {', '.join(crowded)} with a single MS tile: that tile's "
                 "errors reach most of the class. The Teachers page shows the pairing; more matcher epochs help the "
                 "matcher tell the tiles apart, and distill.teacher_capacity = 1 spreads the teaching by construction.",
                 "warning")
+    else:
+        ctx.log(f"DynM round {round_index} pairs most RGB training images of {', '.join(crowded)} with a single MS "
+                "tile: that tile's errors reach most of the class. DynM matches on the teacher's and the student's "
+                "predictions, so matcher settings do not change this; distill.teacher_capacity = 1 spreads the "
+                "teaching by construction.", "warning")
 
 
 def write_match_table(ctx: RunContext, data: RunData, round_index: int, match: torch.Tensor,
@@ -102,7 +110,7 @@ class StudentStage:
                 ctx.log("teacher feature maps do not fit in memory; they are recomputed per batch", "warning")
             self.match, self.score, kind = initial_match(ctx, data, matcher)
             if kind == "ssm":
-                warn_about_hub_teachers(ctx, data, self.match)
+                warn_about_hub_teachers(ctx, data, self.match, 0)
             write_match_table(ctx, data, 0, self.match, self.score)
             ctx.emit(MatchingUpdated(0, kind, 1.0, str(ctx.folder.match_table(0))))
         ctx.seed_models("student")
@@ -177,6 +185,7 @@ class StudentStage:
         new_match, kl = ctx.dist.broadcast(new_match.cpu()), ctx.dist.broadcast(kl.float().cpu())
         changed = float((new_match != self.match).float().mean())
         self.match, self.score, self.round = new_match, kl, self.round + 1
+        warn_about_hub_teachers(ctx, data, new_match, self.round)
         path = write_match_table(ctx, data, self.round, new_match, kl)
         ctx.emit(MatchingUpdated(epoch, "dynm", changed, str(path)))
         return {**row, "matching_changed_fraction": changed, "matching_round": self.round}

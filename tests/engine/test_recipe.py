@@ -3,6 +3,7 @@ hubness-aware matching, pretrained weights and gradient shares."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from sembridge_engine.models.backbones import Features, PretrainedWeightsError, 
 from sembridge_engine.training.augment import Augmentation, dihedral
 from sembridge_engine.training.loops import recalibrate_batchnorm
 from sembridge_engine.training.stage_loop import StageSpec, _window_score
+from sembridge_engine.training.student import warn_about_hub_teachers
 
 from .test_training import tiny_config
 
@@ -98,6 +100,20 @@ def test_busiest_teacher_shares_per_class():
     labels = torch.tensor([0, 0, 0, 0, 1, 1, 1])
     match = torch.tensor([2, 2, 2, 3, 0, 1, 4])
     assert busiest_teacher_shares(match, labels, classes=3, teachers=5).tolist() == pytest.approx([3 / 4, 1 / 3, 0])
+
+
+@pytest.mark.parametrize("round_index, remedy", [(0, "more matcher epochs"), (2, "matcher settings do not change")])
+def test_hub_warning_names_the_crowded_classes_and_the_remedy_of_its_round(round_index, remedy):
+    lines = []
+    ctx = SimpleNamespace(log=lambda message, level="info": lines.append((message, level)))
+    data = SimpleNamespace(rgb_labels=torch.tensor([0, 0, 0, 0, 1, 1, 1]), rgb_train=torch.arange(7),
+                           student_classes=["Forest", "River"], ms_tiles=[None] * 5)
+    warn_about_hub_teachers(ctx, data, torch.tensor([2, 2, 2, 3, 0, 1, 4]), round_index)
+    [(message, level)] = lines
+    assert level == "warning" and "Forest (75%)" in message and "River" not in message and remedy in message
+    assert message.startswith("SSM" if round_index == 0 else "DynM round 2")
+    warn_about_hub_teachers(ctx, data, torch.tensor([2, 1, 2, 3, 0, 1, 4]), round_index)
+    assert len(lines) == 1, "no warning when no class has a tile teaching more than half of it"
 
 
 def test_csls_and_capacity_spread_the_teaching_of_a_hub():
