@@ -67,15 +67,14 @@ def warn_about_hub_teachers(ctx: RunContext, data: RunData, match: torch.Tensor,
     if not crowded:
         return
     if round_index == 0:
-        ctx.log(f"SSM pairs most RGB training images of {', '.join(crowded)} with a single MS tile: that tile's "
-                "errors reach most of the class. The Teachers page shows the pairing; more matcher epochs help the "
-                "matcher tell the tiles apart, and distill.teacher_capacity = 1 spreads the teaching by construction.",
-                "warning")
+        source, remedy = "SSM", ("The Teachers page shows the pairing; more matcher epochs help the matcher tell the "
+                                 "tiles apart, and distill.teacher_capacity = 1 spreads the teaching by construction.")
     else:
-        ctx.log(f"DynM round {round_index} pairs most RGB training images of {', '.join(crowded)} with a single MS "
-                "tile: that tile's errors reach most of the class. DynM matches on the teacher's and the student's "
-                "predictions, so matcher settings do not change this; distill.teacher_capacity = 1 spreads the "
-                "teaching by construction.", "warning")
+        source, remedy = f"DynM round {round_index}", (
+            "DynM matches on the teacher's and the student's predictions, so matcher settings do not change this; "
+            "distill.teacher_capacity = 1 spreads the teaching by construction.")
+    ctx.log(f"{source} pairs most RGB training images of {', '.join(crowded)} with a single MS tile: that tile's "
+            f"errors reach most of the class. {remedy}", "warning")
 
 
 def write_match_table(ctx: RunContext, data: RunData, round_index: int, match: torch.Tensor,
